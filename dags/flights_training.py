@@ -1,0 +1,79 @@
+"""
+### flights_training
+
+Trains the delay-risk model on gold features and promotes it only when it is better:
+
+1. **resolve_window** – the training window: `train_start`/`train_end`, or the last `window_days` of the interval;
+2. **export_training_set** – Spark: gold rows with labels, split by time into train / validation / holdout;
+3. **train_models** – XGBoost (`tree_method="hist"`, CUDA when a GPU is visible) and a logistic-regression
+   baseline; holdout AUC, log loss, Brier score and calibration error for both;
+4. **register_model** – params, metrics, report image and model logged to the registry as a new version;
+5. **promote_champion** – the `champion` alias moves to the new version only if it beats the current
+   champion on the same holdout, scored now; a rejected challenger alerts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from airflow.sdk import Param, dag, task
+
+from include import pipeline
+from include.dag_defaults import SPARK_TIMEOUT, TRAINING_TIMEOUT, default_args
+
+DATE_PARAM = {"type": ["null", "string"], "pattern": r"^\d{4}-\d{2}-\d{2}$"}
+
+
+@dag(
+    dag_id="flights_training",
+    schedule="@weekly",
+    start_date=datetime(2013, 1, 1, tzinfo=timezone.utc),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args(),
+    tags=["flights", "ml", "training"],
+    params={
+        "train_start": Param(None, description="First day of the training window (YYYY-MM-DD)", **DATE_PARAM),
+        "train_end": Param(None, description="Last day of the training window (YYYY-MM-DD)", **DATE_PARAM),
+        "window_days": Param(56, type="integer", minimum=7, maximum=366,
+                             description="Window length when train_start/train_end are not given"),
+        "validation_days": Param(7, type="integer", minimum=1, maximum=60),
+        "holdout_days": Param(7, type="integer", minimum=1, maximum=60),
+        "n_estimators": Param(400, type="integer", minimum=10, maximum=5000),
+        "max_depth": Param(6, type="integer", minimum=2, maximum=16),
+        "learning_rate": Param(0.08, type="number", exclusiveMinimum=0, maximum=1),
+        "device": Param("auto", enum=["auto", "cpu", "cuda"], description="XGBoost device"),
+        "min_auc_gain": Param(0.0, type="number", minimum=0, maximum=0.5,
+                              description="AUC the challenger must gain over the champion"),
+    },
+    doc_md=__doc__,
+)
+def flights_training():
+    @task
+    def resolve_window(**context) -> dict:
+        return pipeline.resolve_window(context)
+
+    @task(execution_timeout=SPARK_TIMEOUT)
+    def export_training_set(window: dict, **context) -> str:
+        return pipeline.export_training_set(context, pipeline.as_interval(window))
+
+    @task(execution_timeout=TRAINING_TIMEOUT)
+    def train_models(dataset: str, **context) -> dict:
+        return pipeline.train(context, dataset)
+
+    @task
+    def register_model(trained: dict, window: dict, **context) -> dict:
+        return pipeline.register(context, trained, pipeline.as_interval(window))
+
+    @task
+    def promote_champion(registered: dict, trained: dict, dataset: str, **context) -> dict:
+        return pipeline.promote(context, registered, trained, dataset, float(context["params"]["min_auc_gain"]))
+
+    window = resolve_window()
+    dataset = export_training_set(window)
+    trained = train_models(dataset)
+    registered = register_model(trained, window)
+    promote_champion(registered, trained, dataset)
+
+
+flights_training()

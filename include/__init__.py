@@ -1,0 +1,1 @@
+"""Importable logic of the flights lakehouse: configuration, targets, quality, training, warehouse."""

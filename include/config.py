@@ -1,0 +1,107 @@
+"""The one place that reads the environment.
+
+Every setting has a default that runs the whole loop on this machine (`local` target,
+state under ``<repo>/.state``). A cloud target is chosen with ``FLIGHTS_TARGET`` and
+configured with the variables its module documents; pipeline code never branches on
+the environment itself.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+TARGETS = ("local", "aws", "gcp", "azure")
+WAREHOUSES = ("duckdb", "postgres")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid: the message names the variable and the fix."""
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+@dataclass(frozen=True)
+class Settings:
+    target: str
+    home: Path
+    warehouse: str
+    warehouse_conn_id: str
+    alert_channels: tuple[str, ...]
+    slack_conn_id: str
+    smtp_conn_id: str
+    alert_emails: tuple[str, ...]
+    sns_topic_arn: str
+    spark_master: str
+    spark_driver_memory: str
+    jars_dir: Path
+    mlflow_tracking_uri: str
+    model_name: str = "flights_delay_xgboost"
+    experiment_name: str = "flights_delay"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def lake_root(self) -> Path:
+        return self.home / "lake"
+
+    @property
+    def landing_root(self) -> Path:
+        return self.home / "landing"
+
+    @property
+    def alerts_file(self) -> Path:
+        return self.home / "alerts" / "alerts.jsonl"
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.home / "warehouse" / "flights.duckdb"
+
+    @property
+    def mlflow_artifact_root(self) -> Path:
+        return self.home / "mlflow" / "artifacts"
+
+
+def load_settings() -> Settings:
+    """Build the settings from the environment, validating every choice."""
+    target = _env("FLIGHTS_TARGET", "local").lower()
+    if target not in TARGETS:
+        raise ConfigError(f"FLIGHTS_TARGET={target!r} is not a known target; use one of {', '.join(TARGETS)}.")
+    home = Path(_env("FLIGHTS_HOME", str(REPO_ROOT / ".state"))).expanduser().resolve()
+    warehouse = _env("FLIGHTS_WAREHOUSE", "duckdb").lower()
+    if warehouse not in WAREHOUSES:
+        raise ConfigError(f"FLIGHTS_WAREHOUSE={warehouse!r} is not supported; use one of {', '.join(WAREHOUSES)}.")
+    channels = tuple(c.strip().lower() for c in _env("FLIGHTS_ALERT_CHANNELS", "file").split(",") if c.strip())
+    unknown = set(channels) - {"file", "slack", "smtp", "sns"}
+    if unknown:
+        raise ConfigError(
+            f"FLIGHTS_ALERT_CHANNELS names unknown channel(s) {sorted(unknown)}; use file, slack, smtp and/or sns."
+        )
+    mlflow_db = home / "mlflow" / "mlflow.db"
+    return Settings(
+        target=target,
+        home=home,
+        warehouse=warehouse,
+        warehouse_conn_id=_env("FLIGHTS_WAREHOUSE_CONN_ID", "flights_warehouse"),
+        alert_channels=channels,
+        slack_conn_id=_env("FLIGHTS_SLACK_CONN_ID", "flights_slack"),
+        smtp_conn_id=_env("FLIGHTS_SMTP_CONN_ID", "smtp_default"),
+        alert_emails=tuple(e.strip() for e in _env("FLIGHTS_ALERT_EMAILS", "").split(",") if e.strip()),
+        sns_topic_arn=_env("FLIGHTS_SNS_TOPIC_ARN", ""),
+        spark_master=_env("FLIGHTS_SPARK_MASTER", "local[2]"),
+        spark_driver_memory=_env("FLIGHTS_SPARK_DRIVER_MEMORY", "2g"),
+        jars_dir=Path(_env("FLIGHTS_JARS_DIR", str(REPO_ROOT / ".cache" / "jars"))),
+        mlflow_tracking_uri=_env("MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_db}"),
+    )
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """Settings of this process (cached; tests call ``settings.cache_clear()``)."""
+    return load_settings()

@@ -1,0 +1,44 @@
+"""The model's features and label, shared by the gold job, the trainer and the scorer.
+
+Every feature is known before departure: the schedule, the route, the plane, the weather
+at the origin in the scheduled hour, and history computed only from days strictly before
+the flight's day.
+"""
+
+from __future__ import annotations
+
+LABEL = "is_delayed"  # arrival delay >= 15 minutes; null for cancelled / diverted flights
+DELAY_THRESHOLD_MINUTES = 15
+HISTORY_DAYS = 28
+
+KEY_COLUMNS = ["flight_id", "flight_date", "carrier", "flight", "origin", "dest", "tailnum", "sched_dep_ts"]
+
+CATEGORICAL_FEATURES = ["carrier", "origin", "dest"]
+
+NUMERIC_FEATURES = [
+    "sched_dep_hour",
+    "sched_dep_minute",
+    "sched_arr_hour",
+    "day_of_week",
+    "day_of_month",
+    "month",
+    "distance",
+    "plane_age",
+    "plane_seats",
+    "plane_engines",
+    "temp",
+    "dewp",
+    "humid",
+    "wind_speed",
+    "wind_gust",
+    "precip",
+    "pressure",
+    "visib",
+    "carrier_flights_28d",
+    "carrier_delay_rate_28d",
+    "route_flights_28d",
+    "route_delay_rate_28d",
+    "origin_delay_rate_1d",
+]
+
+FEATURES = NUMERIC_FEATURES + CATEGORICAL_FEATURES

@@ -1,0 +1,214 @@
+"""What each task of the DAGs does. DAG files only wire these steps together.
+
+Every step takes the run's interval (or training window) explicitly and talks to the
+target's seams, never to a concrete cloud.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from include.intervals import Interval, IntervalError, parse_date, resolve_interval
+from include.lake import export_uri, join, landing_file
+from include.targets import get_target
+
+log = logging.getLogger(__name__)
+
+
+def job_name(context: dict, interval: Interval) -> str:
+    """Deterministic per DAG, task, interval and try: a retry is recognisable, never anonymous."""
+    ti = context["ti"]
+    return f"{ti.dag_id}.{ti.task_id}.{interval.key}.try{ti.try_number}"
+
+
+def _interval_args(target, interval: Interval, run_id: str) -> list[str]:
+    return ["--lake", target.lake.root, "--start", str(interval.start), "--end", str(interval.end), "--run-id", run_id]
+
+
+# --- flights_daily ---------------------------------------------------------------------------
+
+
+def resolve(context: dict) -> dict:
+    try:
+        interval = resolve_interval(context["params"], context.get("data_interval_start"),
+                                    context.get("data_interval_end"))
+    except IntervalError as exc:
+        raise AirflowFailException(str(exc)) from exc
+    log.info("This run covers %s (%d day(s))", interval, interval.num_days)
+    return interval.to_dict()
+
+
+def check_landing(interval: Interval) -> dict:
+    target = get_target()
+    expected = [landing_file(target.lake.landing_root, ds, d) for d in interval.days() for ds in ("flights", "weather")]
+    missing = [p for p in expected if not target.lake.exists(p)]
+    if missing:
+        raise AirflowFailException(
+            f"{len(missing)} landing file(s) missing for {interval}; first expected at {missing[0]}. "
+            "Deliver the file(s) (locally: `make land START=... END=...`) and clear this task."
+        )
+    return {"files": len(expected)}
+
+
+def ingest_bronze(context: dict, interval: Interval) -> None:
+    target = get_target()
+    args = _interval_args(target, interval, context["run_id"]) + ["--landing", target.lake.landing_root]
+    target.spark.submit("bronze_landing", args, name=job_name(context, interval))
+
+
+def validate(context: dict, interval: Interval, checks: dict[str, str], name: str) -> dict:
+    from include.quality.gate import run_gate
+
+    ti = context["ti"]
+    return run_gate(get_target(), checks, interval, context["run_id"], ti.dag_id, name)
+
+
+def build_features(context: dict, interval: Interval) -> None:
+    target = get_target()
+    target.spark.submit("gold_flight_features", _interval_args(target, interval, context["run_id"]),
+                        name=job_name(context, interval))
+
+
+def score(context: dict, interval: Interval) -> dict:
+    target = get_target()
+    champion = target.registry.champion()
+    if champion is None:
+        log.warning("No champion model is registered yet: skipping scoring for %s. Run the flights_training DAG "
+                    "to train and promote one; later runs will score.", interval)
+        return {"scored": False}
+    bundle = target.registry.bundle_dir(champion)
+    args = _interval_args(target, interval, context["run_id"]) + [
+        "--model-dir", str(bundle), "--model-name", champion.name, "--model-version", champion.version]
+    target.spark.submit("predictions_flight_delay_risk", args, name=job_name(context, interval))
+    return {"scored": True, "model_version": champion.version}
+
+
+def load_warehouse(interval: Interval, scoring: dict) -> dict:
+    target = get_target()
+    root = target.lake.root
+    loaded = {"analytics.flight_outcomes": target.warehouse.load_interval(
+        "analytics.flight_outcomes", target.lake.local_dir(export_uri(root, "flight_outcomes", interval.key)),
+        interval.start, interval.end)}
+    if scoring.get("scored"):
+        loaded["analytics.flight_delay_predictions"] = target.warehouse.load_interval(
+            "analytics.flight_delay_predictions",
+            target.lake.local_dir(export_uri(root, "predictions", interval.key)), interval.start, interval.end)
+    log.info("Loaded into the warehouse for %s: %s", interval, loaded)
+    return loaded
+
+
+# --- flights_training ------------------------------------------------------------------------
+
+
+def resolve_window(context: dict) -> dict:
+    p = context["params"]
+    try:
+        if p.get("train_start") or p.get("train_end"):
+            if not (p.get("train_start") and p.get("train_end")):
+                raise IntervalError("Pass both train_start and train_end, or neither to use window_days.")
+            window = Interval(parse_date(p["train_start"], "train_start"), parse_date(p["train_end"], "train_end"))
+        else:
+            end = context.get("data_interval_end")
+            if end is None:
+                raise IntervalError('This run has no data interval: pass {"train_start": ..., "train_end": ...}.')
+            last = (end - timedelta(microseconds=1)).date()
+            window = Interval(last - timedelta(days=int(p["window_days"]) - 1), last)
+        from include.training.split import time_split
+
+        time_split(window.start, window.end, int(p["validation_days"]), int(p["holdout_days"]))
+    except (IntervalError, ValueError) as exc:
+        raise AirflowFailException(str(exc)) from exc
+    return window.to_dict()
+
+
+def export_training_set(context: dict, window: Interval) -> str:
+    target = get_target()
+    safe_run = "".join(c if c.isalnum() or c in "-_." else "_" for c in context["run_id"])
+    out = join(export_uri(target.lake.root, "training", window.key), safe_run)
+    p = context["params"]
+    args = _interval_args(target, window, context["run_id"]) + [
+        "--output", out, "--validation-days", str(p["validation_days"]), "--holdout-days", str(p["holdout_days"])]
+    target.spark.submit("gold_training_set", args, name=job_name(context, window))
+    return out
+
+
+def train(context: dict, dataset_uri: str) -> dict:
+    from include.targets.base import TrainingRequest
+
+    target = get_target()
+    hyper = {k: context["params"][k] for k in ("n_estimators", "max_depth", "learning_rate", "device")}
+    data_dir = target.lake.local_dir(dataset_uri)
+    outputs = target.trainer.train(TrainingRequest(data_dir / "data", data_dir / "model", hyper,
+                                                   name=context["run_id"]))
+    log.info("Holdout metrics: %s", json.dumps(outputs.metrics, indent=2))
+    return {"output_dir": str(outputs.output_dir), "metrics": outputs.metrics, "params": outputs.params,
+            "device": outputs.device}
+
+
+def register(context: dict, trained: dict, window: Interval) -> dict:
+    from include.targets.base import TrainingOutputs
+
+    target = get_target()
+    outputs = TrainingOutputs(Path(trained["output_dir"]), trained["metrics"], trained["params"], trained["device"])
+    version = target.registry.register(outputs, tags={
+        "run_name": context["run_id"], "airflow_dag_id": context["ti"].dag_id,
+        "airflow_run_id": context["run_id"], "training_window": str(window)})
+    context["ti"].xcom_push(key="mlflow_run_url", value=version.url)
+    log.info("Registered %s v%s: %s", version.name, version.version, version.url)
+    return {"name": version.name, "version": version.version, "run_id": version.run_id, "url": version.url}
+
+
+def promote(context: dict, registered: dict, trained: dict, dataset_uri: str, min_auc_gain: float) -> dict:
+    from include.alerts import Alert, send_alert
+    from include.targets.base import ModelVersion
+    from include.training.promotion import decide
+
+    target = get_target()
+    challenger = ModelVersion(registered["name"], registered["version"], registered["run_id"], registered["url"])
+    champion = target.registry.champion()
+    champion_metrics = None
+    if champion is not None and champion.version != challenger.version:
+        champion_metrics = score_holdout(target.registry.bundle_dir(champion),
+                                         target.lake.local_dir(dataset_uri) / "data")
+    metrics = trained["metrics"]
+    decision = decide(metrics["xgboost"], metrics["baseline"], champion_metrics, min_auc_gain)
+    target.warehouse.record("ops.model_decisions", {
+        "model_name": challenger.name, "challenger_version": challenger.version,
+        "champion_version": champion.version if champion else None, "promoted": decision.promote,
+        "reason": decision.reason, "challenger_auc": metrics["xgboost"]["auc"],
+        "champion_auc": champion_metrics["auc"] if champion_metrics else None,
+        "baseline_auc": metrics["baseline"]["auc"], "run_id": context["run_id"]})
+    if decision.promote:
+        target.registry.set_champion(challenger, decision.reason)
+    else:
+        ti = context["ti"]
+        send_alert(Alert(
+            kind="model_rejected", title=f"Challenger {challenger.name} v{challenger.version} was not promoted",
+            reason=decision.reason, dag_id=ti.dag_id, task_id=ti.task_id, run_id=context["run_id"],
+            log_url=getattr(ti, "log_url", "") or "",
+            details={"challenger": metrics["xgboost"], "baseline": metrics["baseline"], "champion": champion_metrics,
+                     "champion_version": champion.version if champion else None}))
+    log.info("Promotion decision for v%s: %s (%s)", challenger.version, decision.promote, decision.reason)
+    return {"promoted": decision.promote, "reason": decision.reason, "version": challenger.version,
+            "champion_metrics": champion_metrics}
+
+
+def score_holdout(bundle_dir: Path, data_dir: Path) -> dict[str, float]:
+    """Score the holdout rows of a training set with a bundle, now."""
+    from include.features import LABEL
+    from include.training.bundle import load_bundle
+    from include.training.metrics import evaluate
+    from include.training.train import load_dataset
+
+    hold = load_dataset(data_dir)["holdout"]
+    return evaluate(hold[LABEL], load_bundle(bundle_dir).predict(hold))
+
+
+def as_interval(d: dict[str, Any]) -> Interval:
+    return Interval.from_dict(d)

@@ -1,0 +1,82 @@
+"""Load Great Expectations suites from their JSON files and summarise validation results.
+
+Suites live in ``expectations/<layer>/<table>.json`` in GX 1.x's own suite format, so they
+can be edited by hand or with GX tooling. This module imports great_expectations lazily.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from include.config import REPO_ROOT
+
+SUITES_DIR = REPO_ROOT / "expectations"
+
+
+def suite_path(suite: str) -> Path:
+    path = SUITES_DIR / f"{suite}.json"
+    if not path.exists():
+        known = sorted(str(p.relative_to(SUITES_DIR))[:-5] for p in SUITES_DIR.glob("*/*.json"))
+        raise FileNotFoundError(f"No expectation suite {suite!r} at {path}; known suites: {', '.join(known)}")
+    return path
+
+
+def load_suite_dict(suite: str) -> dict[str, Any]:
+    return json.loads(suite_path(suite).read_text(encoding="utf-8"))
+
+
+def build_suite(suite_dict: dict[str, Any]):
+    """A GX ExpectationSuite object from the stored JSON."""
+    import great_expectations as gx
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    suite = gx.ExpectationSuite(name=suite_dict["name"], meta=suite_dict.get("meta") or {})
+    for exp in suite_dict["expectations"]:
+        cfg = ExpectationConfiguration(type=exp["type"], kwargs=exp["kwargs"], meta=exp.get("meta") or {})
+        suite.add_expectation_configuration(cfg)
+    return suite
+
+
+def _observed(result: dict[str, Any]) -> Any:
+    if "observed_value" in result:
+        return result["observed_value"]
+    keys = ("unexpected_count", "unexpected_percent", "partial_unexpected_list")
+    return {k: result[k] for k in keys if k in result}
+
+
+def summarise(validation_result: Any, suite: str, row_count: int) -> dict[str, Any]:
+    """A JSON-able summary: success, counts, and each failed expectation with its observed value."""
+    failed = []
+    for r in validation_result.results:
+        if not r.success:
+            cfg = r.expectation_config
+            failed.append(
+                {
+                    "expectation": cfg.type,
+                    "kwargs": {k: v for k, v in cfg.kwargs.items() if k != "batch_id"},
+                    "observed": _observed(r.result or {}),
+                    "exception": (r.exception_info or {}).get("exception_message"),
+                }
+            )
+    return {
+        "suite": suite,
+        "success": bool(validation_result.success),
+        "evaluated": len(validation_result.results),
+        "failed_count": len(failed),
+        "failed": failed,
+        "row_count": row_count,
+    }
+
+
+def describe_failures(summary: dict[str, Any]) -> str:
+    lines = [
+        f"Quality gate {summary['suite']} failed {summary['failed_count']} of {summary['evaluated']} expectations "
+        f"on {summary['row_count']} rows for {summary.get('interval', '?')}:"
+    ]
+    for f in summary["failed"]:
+        column = f["kwargs"].get("column")
+        where = f" on column {column!r}" if column else ""
+        lines.append(f"  - {f['expectation']}{where}: observed {json.dumps(f['observed'], default=str)[:300]}")
+    return "\n".join(lines)

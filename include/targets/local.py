@@ -1,0 +1,118 @@
+"""The local target: everything on this machine, state under FLIGHTS_HOME."""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections import deque
+from pathlib import Path
+
+from include.config import REPO_ROOT, ConfigError, Settings
+from include.targets.base import SparkJobFailed, Target, TrainingOutputs, TrainingRequest
+
+log = logging.getLogger(__name__)
+
+
+class LocalLake:
+    def __init__(self, cfg: Settings):
+        self.root = str(cfg.lake_root)
+        self.landing_root = str(cfg.landing_root)
+
+    def exists(self, uri: str) -> bool:
+        return Path(uri).exists()
+
+    def read_json(self, uri: str) -> dict:
+        return json.loads(Path(uri).read_text(encoding="utf-8"))
+
+    def local_dir(self, uri: str) -> Path:
+        return Path(uri)
+
+
+class LocalSparkRunner:
+    """Launch each job as its own spark-submit process, exactly as on a cluster."""
+
+    def __init__(self, cfg: Settings):
+        self.cfg = cfg
+
+    def _jars(self) -> list[str]:
+        jars = sorted(glob.glob(str(self.cfg.jars_dir / "*.jar")))
+        if not any("delta-spark" in Path(j).name for j in jars):
+            raise ConfigError(
+                f"No Delta Lake jars in {self.cfg.jars_dir}. Run `make jars` (or set FLIGHTS_JARS_DIR to a folder "
+                "holding delta-spark and delta-storage jars matching the installed Spark)."
+            )
+        return jars
+
+    def command(self, job: str, args: list[str], *, name: str) -> list[str]:
+        script = REPO_ROOT / "spark_jobs" / f"{job}.py"
+        if not script.exists():
+            raise ConfigError(f"Unknown Spark job {job!r}: {script} does not exist.")
+        spark_submit = Path(sys.executable).with_name("spark-submit")
+        return [
+            str(spark_submit),
+            "--master", self.cfg.spark_master,
+            "--name", name,
+            "--driver-memory", self.cfg.spark_driver_memory,
+            "--jars", ",".join(self._jars()),
+            "--conf", "spark.driver.extraJavaOptions=-Dlog4j2.level=warn",
+            str(script),
+            *args,
+        ]
+
+    def submit(self, job: str, args: list[str], *, name: str) -> None:
+        cmd = self.command(job, args, name=name)
+        env = dict(os.environ)
+        env.update(
+            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")])),
+            PYSPARK_PYTHON=sys.executable,
+            PYSPARK_DRIVER_PYTHON=sys.executable,
+            SPARK_LOCAL_IP=env.get("SPARK_LOCAL_IP", "127.0.0.1"),
+            FLIGHTS_JARS_DIR=str(self.cfg.jars_dir),
+            GX_ANALYTICS_ENABLED="false",
+        )
+        log.info("spark-submit %s: %s", name, " ".join(cmd[-len(args) - 1:]))
+        tail: deque[str] = deque(maxlen=40)
+        with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              cwd=REPO_ROOT, start_new_session=True) as proc:
+            try:
+                for line in proc.stdout:
+                    line = line.rstrip()
+                    if line:
+                        tail.append(line)
+                        log.info("[%s] %s", job, line)
+                rc = proc.wait()
+            except BaseException:
+                proc.kill()  # a killed or timed-out task never leaves its Spark job behind
+                raise
+        if rc != 0:
+            errors = [line for line in tail if "Error" in line or "Exception" in line] or list(tail)[-5:]
+            raise SparkJobFailed(f"Spark job {name} ({job}) exited with code {rc}: {errors[-1]}\n" + "\n".join(tail))
+
+
+class LocalTrainer:
+    """Train in the task's own process (GPU when one is visible)."""
+
+    def train(self, request: TrainingRequest) -> TrainingOutputs:
+        from include.training.train import train_and_evaluate
+
+        return train_and_evaluate(request.dataset_dir, request.output_dir, request.params)
+
+
+def build(cfg: Settings) -> Target:
+    from include.alerts import ChannelNotifier
+    from include.training.registry import MlflowRegistry
+    from include.warehouse import make_warehouse
+
+    return Target(
+        name="local",
+        lake=LocalLake(cfg),
+        spark=LocalSparkRunner(cfg),
+        trainer=LocalTrainer(),
+        registry=MlflowRegistry(cfg),
+        warehouse=make_warehouse(cfg),
+        notifier=ChannelNotifier(cfg),
+    )

@@ -1,0 +1,1 @@
+"""Training, evaluation, model bundles, the champion/challenger rule and the registry."""

@@ -1,0 +1,78 @@
+"""The warehouse analysts query: an ``analytics`` schema and an ``ops`` schema.
+
+``analytics.flight_delay_predictions`` holds one row per flight and scoring interval's
+model, ``analytics.flight_outcomes`` the actual outcomes once known, and the view
+``analytics.prediction_outcomes`` joins them. ``ops`` records pipeline health: DAG and
+task runs, quality gates and model decisions. Loads replace exactly an interval inside
+one transaction, so reruns never duplicate a row and readers never see half a day.
+"""
+
+from __future__ import annotations
+
+from include.config import Settings
+
+# Columns loaded from the lake's Parquet exports, per warehouse table.
+LOADS = {
+    "analytics.flight_delay_predictions": [
+        "flight_id", "flight_date", "carrier", "flight", "origin", "dest", "sched_dep_ts",
+        "delay_probability", "model_name", "model_version", "run_id",
+    ],
+    "analytics.flight_outcomes": ["flight_id", "flight_date", "dep_delay", "arr_delay", "is_delayed", "cancelled"],
+}
+
+DDL = [
+    "CREATE SCHEMA IF NOT EXISTS analytics",
+    "CREATE SCHEMA IF NOT EXISTS ops",
+    """CREATE TABLE IF NOT EXISTS analytics.flight_delay_predictions (
+        flight_id VARCHAR(64) PRIMARY KEY,
+        flight_date DATE NOT NULL,
+        carrier VARCHAR(8), flight INTEGER, origin VARCHAR(8), dest VARCHAR(8),
+        sched_dep_ts TIMESTAMP,
+        delay_probability DOUBLE PRECISION NOT NULL,
+        model_name VARCHAR(128) NOT NULL, model_version VARCHAR(32) NOT NULL,
+        run_id VARCHAR(256),
+        loaded_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)""",
+    """CREATE TABLE IF NOT EXISTS analytics.flight_outcomes (
+        flight_id VARCHAR(64) PRIMARY KEY,
+        flight_date DATE NOT NULL,
+        dep_delay DOUBLE PRECISION, arr_delay DOUBLE PRECISION,
+        is_delayed INTEGER, cancelled BOOLEAN,
+        loaded_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)""",
+    """CREATE OR REPLACE VIEW analytics.prediction_outcomes AS
+        SELECT p.flight_id, p.flight_date, p.carrier, p.flight, p.origin, p.dest, p.sched_dep_ts,
+               p.delay_probability, p.model_version,
+               o.arr_delay, o.is_delayed AS actual_is_delayed, o.cancelled
+        FROM analytics.flight_delay_predictions p
+        LEFT JOIN analytics.flight_outcomes o ON o.flight_id = p.flight_id""",
+    """CREATE TABLE IF NOT EXISTS ops.dag_runs (
+        dag_id VARCHAR(250), run_id VARCHAR(250), run_type VARCHAR(50), state VARCHAR(20),
+        logical_date TIMESTAMP, start_date TIMESTAMP, end_date TIMESTAMP, duration_s DOUBLE PRECISION,
+        recorded_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)""",
+    """CREATE TABLE IF NOT EXISTS ops.task_runs (
+        dag_id VARCHAR(250), task_id VARCHAR(250), run_id VARCHAR(250), map_index INTEGER,
+        try_number INTEGER, state VARCHAR(20), start_date TIMESTAMP, end_date TIMESTAMP,
+        duration_s DOUBLE PRECISION, error TEXT,
+        recorded_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)""",
+    """CREATE TABLE IF NOT EXISTS ops.quality_gates (
+        dag_id VARCHAR(250), run_id VARCHAR(250), suite VARCHAR(128), table_name VARCHAR(128),
+        interval_start DATE, interval_end DATE, success BOOLEAN, evaluated INTEGER, failed INTEGER,
+        row_count BIGINT, details TEXT,
+        recorded_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)""",
+    """CREATE TABLE IF NOT EXISTS ops.model_decisions (
+        model_name VARCHAR(128), challenger_version VARCHAR(32), champion_version VARCHAR(32),
+        promoted BOOLEAN, reason TEXT, challenger_auc DOUBLE PRECISION, champion_auc DOUBLE PRECISION,
+        baseline_auc DOUBLE PRECISION, run_id VARCHAR(250),
+        recorded_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)""",
+]
+
+OPS_TABLES = ("ops.dag_runs", "ops.task_runs", "ops.quality_gates", "ops.model_decisions")
+
+
+def make_warehouse(cfg: Settings):
+    if cfg.warehouse == "postgres":
+        from include.warehouse.postgres import PostgresWarehouse
+
+        return PostgresWarehouse(cfg.warehouse_conn_id)
+    from include.warehouse.duckdb import DuckDBWarehouse
+
+    return DuckDBWarehouse(cfg.duckdb_path)

@@ -1,0 +1,86 @@
+"""DuckDB warehouse: one file under FLIGHTS_HOME, the local default."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from include.warehouse import DDL, LOADS, OPS_TABLES
+
+log = logging.getLogger(__name__)
+
+
+class DuckDBWarehouse:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._ready = False
+
+    @contextmanager
+    def connect(self, read_only: bool = False):
+        import duckdb
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(30):  # another process may hold the file lock briefly
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only)
+                break
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower() or attempt == 29:
+                    raise
+                time.sleep(1)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def ensure_schema(self) -> None:
+        if self._ready:
+            return
+        with self.connect() as con:
+            for stmt in DDL:
+                con.execute(stmt)
+        self._ready = True
+
+    def load_interval(self, table: str, parquet_dir: Path, start: date, end: date) -> int:
+        """Replace the rows of [start, end] with the Parquet export, in one transaction."""
+        self.ensure_schema()
+        cols = LOADS[table]
+        files = sorted(Path(parquet_dir).glob("*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"No Parquet files to load into {table} in {parquet_dir}.")
+        col_list = ", ".join(cols)
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(f"DELETE FROM {table} WHERE flight_date BETWEEN ? AND ?", [start, end])
+                con.execute(
+                    f"INSERT INTO {table} ({col_list}) SELECT {col_list} FROM read_parquet(?) "
+                    "WHERE flight_date BETWEEN ? AND ?",
+                    [[str(f) for f in files], start, end],
+                )
+                n = con.execute(f"SELECT count(*) FROM {table} WHERE flight_date BETWEEN ? AND ?",
+                                [start, end]).fetchone()[0]
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return int(n)
+
+    def record(self, table: str, row: dict[str, Any]) -> None:
+        if table not in OPS_TABLES:
+            raise KeyError(f"{table} is not an ops table")
+        self.ensure_schema()
+        cols = list(row)
+        with self.connect() as con:
+            con.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+                        [row[c] for c in cols])
+
+    def query(self, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
+        self.ensure_schema()
+        with self.connect() as con:
+            cur = con.execute(sql, params or [])
+            return [d[0] for d in cur.description], cur.fetchall()

@@ -1,0 +1,86 @@
+"""PostgreSQL warehouse through an Airflow connection (``FLIGHTS_WAREHOUSE_CONN_ID``)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from include.warehouse import DDL, LOADS, OPS_TABLES
+
+
+class PostgresWarehouse:
+    def __init__(self, conn_id: str):
+        self.conn_id = conn_id
+        self._ready = False
+
+    @contextmanager
+    def connect(self):
+        from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+        conn = PostgresHook(postgres_conn_id=self.conn_id).get_conn()
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def ensure_schema(self) -> None:
+        if self._ready:
+            return
+        with self.connect() as conn, conn.cursor() as cur:
+            for stmt in DDL:
+                cur.execute(stmt)
+            conn.commit()
+        self._ready = True
+
+    def load_interval(self, table: str, parquet_dir: Path, start: date, end: date) -> int:
+        """COPY the export into a staging table, then delete-and-insert the interval in one transaction."""
+        import pyarrow.parquet as pq
+
+        self.ensure_schema()
+        cols = LOADS[table]
+        files = sorted(Path(parquet_dir).glob("*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"No Parquet files to load into {table} in {parquet_dir}.")
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        for f in files:
+            for batch in pq.ParquetFile(f).iter_batches(columns=cols, batch_size=50_000):
+                data = batch.to_pydict()
+                writer.writerows(zip(*(data[c] for c in cols)))
+        buf.seek(0)
+        col_list = ", ".join(cols)
+        with self.connect() as conn:
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(f"CREATE TEMP TABLE staging (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP")
+                    cur.copy_expert(f"COPY staging ({col_list}) FROM STDIN WITH (FORMAT csv)", buf)
+                    cur.execute(f"DELETE FROM {table} WHERE flight_date BETWEEN %s AND %s", (start, end))
+                    cur.execute(f"INSERT INTO {table} ({col_list}) SELECT {col_list} FROM staging "
+                                "WHERE flight_date BETWEEN %s AND %s", (start, end))
+                    cur.execute(f"SELECT count(*) FROM {table} WHERE flight_date BETWEEN %s AND %s", (start, end))
+                    n = cur.fetchone()[0]
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+        return int(n)
+
+    def record(self, table: str, row: dict[str, Any]) -> None:
+        if table not in OPS_TABLES:
+            raise KeyError(f"{table} is not an ops table")
+        self.ensure_schema()
+        cols = list(row)
+        with self.connect() as conn, conn.cursor() as cur:
+            cur.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('%s' for _ in cols)})",
+                        [row[c] for c in cols])
+            conn.commit()
+
+    def query(self, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
+        self.ensure_schema()
+        with self.connect() as conn, conn.cursor() as cur:
+            cur.execute(sql.replace("?", "%s"), params or None)
+            return [d[0] for d in cur.description], cur.fetchall()
