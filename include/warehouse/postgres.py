@@ -12,6 +12,16 @@ from typing import Any
 from include.warehouse import DDL, LOADS, OPS_TABLES
 
 
+def _copy_in(cur, sql: str, buf: io.StringIO) -> None:
+    """COPY FROM STDIN with psycopg 3 (the provider's default driver) or psycopg2."""
+    if hasattr(cur, "copy_expert"):
+        cur.copy_expert(sql, buf)
+        return
+    with cur.copy(sql) as copy:
+        while chunk := buf.read(1 << 20):
+            copy.write(chunk)
+
+
 class PostgresWarehouse:
     def __init__(self, conn_id: str):
         self.conn_id = conn_id
@@ -57,7 +67,7 @@ class PostgresWarehouse:
             try:
                 with conn.cursor() as cur:
                     cur.execute(f"CREATE TEMP TABLE staging (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP")
-                    cur.copy_expert(f"COPY staging ({col_list}) FROM STDIN WITH (FORMAT csv)", buf)
+                    _copy_in(cur, f"COPY staging ({col_list}) FROM STDIN WITH (FORMAT csv)", buf)
                     cur.execute(f"DELETE FROM {table} WHERE flight_date BETWEEN %s AND %s", (start, end))
                     cur.execute(f"INSERT INTO {table} ({col_list}) SELECT {col_list} FROM staging "
                                 "WHERE flight_date BETWEEN %s AND %s", (start, end))

@@ -1,0 +1,98 @@
+"""Every DAG imports cleanly, quickly, without heavy modules, with owner, retries and approved tags."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from include.dag_defaults import APPROVED_TAGS
+
+REPO = Path(__file__).resolve().parents[2]
+DAG_FILES = sorted((REPO / "dags").glob("*.py"))
+HEAVY = ["pyspark", "pandas", "xgboost", "mlflow", "great_expectations", "sklearn", "duckdb", "deltalake"]
+PARSE_BUDGET_S = 10.0  # generous: catches an order-of-magnitude slip, not noise
+
+PROBE = r"""
+import json, sys, time
+from airflow.dag_processing.dagbag import DagBag
+t = time.monotonic()
+bag = DagBag(dag_folder=sys.argv[1])
+elapsed = time.monotonic() - t
+heavy = sorted(m for m in %r if m in sys.modules)
+print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": sorted(bag.dag_ids),
+                  "seconds": elapsed, "heavy": heavy}))
+""" % (HEAVY,)
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags"))
+
+
+def test_dag_files_exist():
+    assert {p.stem for p in DAG_FILES} == {"flights_daily", "flights_training"}
+
+
+@pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
+def test_dag_file_parses_fast_without_heavy_imports(path):
+    env = {**os.environ, "AIRFLOW_CONN_FLIGHTS_WAREHOUSE": "postgresql://u:p@127.0.0.1:1/db"}
+    out = subprocess.run([sys.executable, "-c", PROBE, str(path)], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["errors"] == {}
+    assert result["dags"] == [path.stem]  # dag_id = file name
+    assert result["heavy"] == [], f"{path.name} imports {result['heavy']} at parse time"
+    assert result["seconds"] < PARSE_BUDGET_S
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+
+
+@pytest.mark.parametrize("dag_id", ["flights_daily", "flights_training"])
+def test_dag_conventions(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
+    assert dag.doc_md and dag_id in dag.doc_md
+    assert set(dag.tags) <= APPROVED_TAGS, f"unapproved tags: {set(dag.tags) - APPROVED_TAGS}"
+    assert dag.start_date.year == 2013  # static start date
+    for t in dag.tasks:
+        assert t.owner == "flights-data-platform"
+        assert t.retries >= 1 and t.retry_exponential_backoff, f"{t.task_id} must retry with backoff"
+        assert t.execution_timeout is not None, f"{t.task_id} needs an execution timeout"
+        assert t.on_failure_callback, f"{t.task_id} must alert on failure"
+
+
+def test_daily_dag_structure(dagbag):
+    dag = dagbag.dags["flights_daily"]
+    order = ["resolve_interval", "check_landing_files", "ingest_bronze", "validate_bronze", "build_features",
+             "validate_gold", "score_flights", "load_warehouse"]
+    assert set(dag.task_ids) == set(order)
+    for upstream, downstream in zip(order, order[1:]):
+        assert upstream in dag.get_task(downstream).upstream_task_ids, f"{upstream} -> {downstream}"
+    assert dag.catchup
+    assert set(dag.params.keys()) >= {"start_date", "end_date"}
+
+
+def test_training_dag_structure(dagbag):
+    dag = dagbag.dags["flights_training"]
+    order = ["resolve_window", "export_training_set", "train_models", "register_model", "promote_champion"]
+    assert set(dag.task_ids) == set(order)
+    for upstream, downstream in zip(order, order[1:]):
+        assert upstream in dag.get_task(downstream).upstream_task_ids
+    assert {"train_start", "train_end", "n_estimators", "max_depth", "learning_rate", "device"} <= set(dag.params.keys())
+
+
+def test_plugin_registers_listener_and_link():
+    sys.path.insert(0, str(REPO / "plugins"))
+    try:
+        import flights_ops
+    finally:
+        sys.path.remove(str(REPO / "plugins"))
+    plugin = flights_ops.FlightsOpsPlugin
+    assert any(isinstance(x, flights_ops.OpsListener) for x in plugin.listeners)
+    assert [link.name for link in plugin.global_operator_extra_links] == ["MLflow run"]

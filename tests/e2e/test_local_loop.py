@@ -1,0 +1,182 @@
+"""The real DAGs, run with ``dag.test()`` on the local target, then checked in the lake,
+the registry and the warehouse: three days, a training run, one scored day, a rerun,
+a missing file and a malformed file."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from include.config import settings
+from include.intervals import Interval
+from include.lake import landing_file, table_uri
+from include.source.landing import land
+
+pytestmark = pytest.mark.slow
+
+UTC = timezone.utc
+SCORED_DAY = date(2013, 1, 4)
+MALFORMED_DAY = date(2013, 1, 5)
+MISSING_DAY = date(2013, 1, 6)
+VOLATILE = {"_ingested_at", "_run_id", "run_id", "loaded_at", "_source_file"}
+
+
+def _dag(dag_id):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags")).dags[dag_id]
+
+
+def _run(dag_id, logical_day: date, conf: dict | None = None):
+    dr = _dag(dag_id).test(logical_date=datetime(logical_day.year, logical_day.month, logical_day.day, tzinfo=UTC),
+                           run_conf=conf or {})
+    return dr
+
+
+def _states(dr) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
+
+
+def _lake(name: str) -> pd.DataFrame:
+    from deltalake import DeltaTable
+
+    return DeltaTable(table_uri(str(settings().lake_root), name)).to_pandas()
+
+
+def _wh(sql: str):
+    from include.targets import get_target
+
+    return get_target().warehouse.query(sql)[1]
+
+
+def _content_hash(df: pd.DataFrame) -> tuple[int, int]:
+    """Row count and an order-independent hash of the content, metadata columns left out."""
+    df = df[[c for c in sorted(df.columns) if c not in VOLATILE]].astype(str)
+    return len(df), int(pd.util.hash_pandas_object(df, index=False).sum())
+
+
+def _source_rows(day: date) -> int:
+    with open(landing_file(str(settings().landing_root), "flights", day)) as f:
+        return sum(1 for _ in f) - 1
+
+
+def _alerts() -> list[dict]:
+    path = settings().alerts_file
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.fixture(scope="module")
+def loop(airflow_db):
+    cfg = settings()
+    land(Interval(date(2013, 1, 1), MISSING_DAY), cfg.landing_root)
+    runs = {
+        "daily": _run("flights_daily", date(2013, 1, 1), {"start_date": "2013-01-01", "end_date": "2013-01-03"}),
+        "training": _run("flights_training", SCORED_DAY, {
+            "train_start": "2013-01-01", "train_end": "2013-01-03", "validation_days": 1, "holdout_days": 1,
+            "n_estimators": 60}),
+        "scored": _run("flights_daily", SCORED_DAY),  # a scheduled-style run: its data interval is the day
+    }
+    return runs
+
+
+def test_runs_succeed(loop):
+    for name, dr in loop.items():
+        assert str(dr.state) == "success", f"{name}: {_states(dr)}"
+
+
+def test_every_layer_holds_every_source_flight_once(loop):
+    days = [date(2013, 1, d) for d in range(1, 5)]
+    expected = {d: _source_rows(d) for d in days}
+    for table in ("bronze.flights", "silver.flights", "gold.flight_features"):
+        df = _lake(table)
+        counts = df.groupby(df["flight_date"].astype(str)).size().to_dict()
+        assert {date.fromisoformat(k): v for k, v in counts.items()} == expected, table
+    silver = _lake("silver.flights")
+    assert silver["flight_id"].is_unique
+
+
+def test_bronze_keeps_ingestion_metadata(loop):
+    bronze = _lake("bronze.flights")
+    assert bronze["_source_file"].str.endswith(".csv").all()
+    assert bronze["_run_id"].notna().all() and bronze["_ingested_at"].notna().all()
+
+
+def test_champion_exists_and_scored_the_day_once_per_flight(loop):
+    from include.targets import get_target
+
+    champion = get_target().registry.champion()
+    assert champion is not None and champion.version == "1"
+    preds = _lake("predictions.flight_delay_risk")
+    day = preds[preds["flight_date"].astype(str) == str(SCORED_DAY)]
+    assert len(day) == _source_rows(SCORED_DAY) and day["flight_id"].is_unique  # exactly one per flight
+    assert set(day["model_version"]) == {"1"}
+    assert day["delay_probability"].between(0, 1).all()
+    assert set(preds["flight_date"].astype(str)) == {str(SCORED_DAY)}  # no champion before: nothing else scored
+
+
+def test_warehouse_matches_the_lake(loop):
+    assert _wh(f"SELECT count(*) FROM analytics.flight_delay_predictions WHERE flight_date = DATE '{SCORED_DAY}'") \
+        == [(_source_rows(SCORED_DAY),)]
+    assert _wh("SELECT count(*) FROM analytics.flight_outcomes")[0][0] == sum(
+        _source_rows(date(2013, 1, d)) for d in range(1, 5))
+    joined = _wh("SELECT count(*), count(actual_is_delayed) FROM analytics.prediction_outcomes")[0]
+    assert joined[0] == _source_rows(SCORED_DAY) and joined[1] > 0.9 * joined[0]
+
+
+def test_ops_schema_records_pipeline_health(loop):
+    tasks = _wh("SELECT DISTINCT dag_id, task_id FROM ops.task_runs WHERE state = 'success'")
+    assert ("flights_daily", "load_warehouse") in tasks and ("flights_training", "promote_champion") in tasks
+    assert _wh("SELECT count(*) FROM ops.task_runs WHERE try_number IS NULL OR duration_s IS NULL")[0][0] == 0
+    assert _wh("SELECT count(*) FROM ops.dag_runs WHERE state = 'success'")[0][0] >= 3
+    gates = _wh("SELECT suite, success FROM ops.quality_gates")
+    assert {("bronze/flights", True), ("bronze/weather", True), ("gold/flight_features", True)} <= set(gates)
+    assert _wh("SELECT promoted FROM ops.model_decisions") == [(True,)]
+
+
+def test_rerunning_a_day_changes_nothing(loop):
+    tables = ["bronze.flights", "silver.flights", "gold.flight_features", "predictions.flight_delay_risk"]
+    before = {t: _content_hash(_lake(t)) for t in tables}
+    wh_sql = "SELECT * FROM analytics.flight_delay_predictions"
+    wh_before = _content_hash(pd.DataFrame(_wh(wh_sql)).drop(columns=[10, 11]))  # run_id, loaded_at
+    dr = _run("flights_daily", SCORED_DAY)
+    assert str(dr.state) == "success", _states(dr)
+    assert {t: _content_hash(_lake(t)) for t in tables} == before
+    assert _content_hash(pd.DataFrame(_wh(wh_sql)).drop(columns=[10, 11])) == wh_before
+
+
+def test_missing_landing_file_fails_with_the_expected_path(loop):
+    path = Path(landing_file(str(settings().landing_root), "weather", MISSING_DAY))
+    path.unlink()
+    dr = _run("flights_daily", MISSING_DAY)
+    assert str(dr.state) == "failed"
+    assert _states(dr)["check_landing_files"] == "failed"
+    alert = [a for a in _alerts() if a["task_id"] == "check_landing_files"][-1]
+    assert str(path) in alert["reason"] and alert["kind"] == "task_failed"
+    assert alert["dag_id"] == "flights_daily" and str(MISSING_DAY) in alert["interval"]
+
+
+def test_malformed_file_fails_the_bronze_gate_and_writes_nothing_downstream(loop):
+    path = Path(landing_file(str(settings().landing_root), "flights", MALFORMED_DAY))
+    rows = list(csv.reader(path.open()))
+    rows[0][rows[0].index("dep_delay")] = "departure_delay"  # a renamed column
+    rows[1][rows[0].index("distance")] = "far"  # a string in a numeric column
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    dr = _run("flights_daily", MALFORMED_DAY)
+    states = _states(dr)
+    assert str(dr.state) == "failed" and states["validate_bronze"] == "failed"
+    assert states["build_features"] != "success" and states["load_warehouse"] != "success"
+    alert = [a for a in _alerts() if a["kind"] == "quality_gate_failed"][-1]
+    assert "expect_column_values_to_be_in_set" in alert["reason"] and "_source_columns" in alert["reason"]
+    assert "distance" in alert["reason"]
+    for table in ("silver.flights", "gold.flight_features", "predictions.flight_delay_risk"):
+        assert str(MALFORMED_DAY) not in set(_lake(table)["flight_date"].astype(str)), table
+    assert _wh(f"SELECT count(*) FROM analytics.flight_outcomes WHERE flight_date = DATE '{MALFORMED_DAY}'") == [(0,)]
+    assert path.exists()  # the raw file stays in the landing zone
+    failed_gate = _wh("SELECT suite, failed FROM ops.quality_gates WHERE success = false")
+    assert any(s == "bronze/flights" and n >= 2 for s, n in failed_gate)

@@ -1,0 +1,99 @@
+"""The warehouse loader, against a DuckDB file and a real PostgreSQL server."""
+
+from datetime import date, datetime
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from include.warehouse import LOADS
+
+
+def _export(path, days, version="1", prob=0.25):
+    rows = [
+        {"flight_id": f"{d:%Y%m%d}-UA-{n}-EWR-0600", "flight_date": d, "carrier": "UA", "flight": n,
+         "origin": "EWR", "dest": "ORD", "sched_dep_ts": datetime(d.year, d.month, d.day, 6),
+         "delay_probability": prob, "model_name": "m", "model_version": version, "run_id": "r"}
+        for d in days for n in range(1, 4)
+    ]
+    path.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), path / "part-0.parquet")
+    return path
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def warehouse(request, tmp_path, monkeypatch):
+    if request.param == "duckdb":
+        from include.warehouse.duckdb import DuckDBWarehouse
+
+        return DuckDBWarehouse(tmp_path / "wh.duckdb")
+    url = request.getfixturevalue("postgres_url")
+    from include.warehouse.postgres import PostgresWarehouse
+
+    monkeypatch.setenv("AIRFLOW_CONN_FLIGHTS_WAREHOUSE_TEST", url)
+    wh = PostgresWarehouse("flights_warehouse_test")
+    wh.ensure_schema()
+    for table in LOADS:
+        wh.query(f"SELECT 1")  # connection works
+    with wh.connect() as conn, conn.cursor() as cur:  # each test starts empty
+        cur.execute("TRUNCATE analytics.flight_delay_predictions, analytics.flight_outcomes")
+        conn.commit()
+    return wh
+
+
+TABLE = "analytics.flight_delay_predictions"
+D1, D2, D3 = date(2013, 1, 1), date(2013, 1, 2), date(2013, 1, 3)
+
+
+def _rows(wh, where=""):
+    return wh.query(f"SELECT flight_date, count(*), max(model_version) FROM {TABLE} {where} "
+                    "GROUP BY flight_date ORDER BY flight_date")[1]
+
+
+def test_load_then_reload_replaces_exactly_the_interval(warehouse, tmp_path):
+    assert warehouse.load_interval(TABLE, _export(tmp_path / "a", [D1, D2]), D1, D2) == 6
+    assert warehouse.load_interval(TABLE, _export(tmp_path / "a", [D1, D2]), D1, D2) == 6  # rerun: no duplicates
+    assert [r[1] for r in _rows(warehouse)] == [3, 3]
+    warehouse.load_interval(TABLE, _export(tmp_path / "b", [D2], version="2"), D2, D2)
+    assert [(r[0], r[1], r[2]) for r in _rows(warehouse)] == [(D1, 3, "1"), (D2, 3, "2")]  # D1 untouched
+
+
+def test_rows_outside_the_interval_in_the_export_are_not_loaded(warehouse, tmp_path):
+    warehouse.load_interval(TABLE, _export(tmp_path / "c", [D1, D2, D3]), D2, D2)
+    assert [r[0] for r in _rows(warehouse)] == [D2]
+
+
+def test_failed_load_leaves_the_previous_rows(warehouse, tmp_path):
+    warehouse.load_interval(TABLE, _export(tmp_path / "d", [D1]), D1, D1)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "part-0.parquet").write_bytes(b"not parquet")
+    with pytest.raises(Exception):
+        warehouse.load_interval(TABLE, bad, D1, D1)
+    assert [r[1] for r in _rows(warehouse)] == [3]  # the transaction rolled back: nothing half-loaded
+
+
+def test_missing_export_is_a_clear_error(warehouse, tmp_path):
+    with pytest.raises(FileNotFoundError, match="No Parquet files"):
+        warehouse.load_interval(TABLE, tmp_path / "nothing", D1, D1)
+
+
+def test_outcomes_view_joins_predictions_with_actuals(warehouse, tmp_path):
+    warehouse.load_interval(TABLE, _export(tmp_path / "e", [D1]), D1, D1)
+    out = tmp_path / "o"
+    out.mkdir()
+    pq.write_table(pa.Table.from_pylist([
+        {"flight_id": f"{D1:%Y%m%d}-UA-1-EWR-0600", "flight_date": D1, "dep_delay": 30.0, "arr_delay": 25.0,
+         "is_delayed": 1, "cancelled": False}]), out / "part-0.parquet")
+    warehouse.load_interval("analytics.flight_outcomes", out, D1, D1)
+    cols, rows = warehouse.query("SELECT count(*), sum(actual_is_delayed) FROM analytics.prediction_outcomes")
+    assert rows[0][0] == 3 and rows[0][1] == 1  # every prediction, with its outcome where known
+
+
+def test_ops_records(warehouse):
+    warehouse.record("ops.task_runs", {"dag_id": "d", "task_id": "t", "run_id": "r", "try_number": 2,
+                                       "state": "failed", "duration_s": 1.5})
+    cols, rows = warehouse.query("SELECT try_number, state FROM ops.task_runs WHERE dag_id = 'd'")
+    assert rows == [(2, "failed")]
+    with pytest.raises(KeyError):
+        warehouse.record("analytics.flight_outcomes", {})
