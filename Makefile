@@ -25,7 +25,7 @@ export PYTHONWARNINGS   ?= ignore::DeprecationWarning
 START ?= 2013-01-01
 END   ?= 2013-03-07
 
-.PHONY: help install jars airflow-init land run test test-fast lock plan clean
+.PHONY: help install jars airflow-init land run test test-fast lock env clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -65,6 +65,11 @@ test: install  ## every test: unit, DAG integrity, end to end (starts its own Po
 
 test-fast:  install ## the fast tier only (no Spark jobs, no end-to-end runs)
 	@$(PY) -m pytest -m "not slow"
+
+env:  ## print the environment as export lines: eval "$$(make -s env)"
+	@for v in FLIGHTS_HOME FLIGHTS_JARS_DIR AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER AIRFLOW__CORE__PLUGINS_FOLDER \
+		AIRFLOW__CORE__LOAD_EXAMPLES PYTHONPATH SPARK_LOCAL_IP MLFLOW_DISABLE_TELEMETRY GX_ANALYTICS_ENABLED; do \
+		printf 'export %s=%q\n' "$$v" "$${!v}"; done
 
 lock:  ## recompile requirements.txt from requirements.in
 	@$(VENV)/bin/uv pip compile requirements.in --python-version 3.11 --no-header -o requirements.txt

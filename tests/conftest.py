@@ -15,7 +15,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import logging
+
 import pytest
+
+logging.getLogger("py4j").setLevel(logging.WARNING)  # no "closing down" noise at interpreter exit
 
 REPO = Path(__file__).resolve().parents[1]
 _HOME = Path(tempfile.mkdtemp(prefix="flights-tests-"))
@@ -37,9 +41,18 @@ os.environ.update(
     GX_ANALYTICS_ENABLED="false",
 )
 os.environ.setdefault("FLIGHTS_JARS_DIR", str(REPO / ".cache" / "jars"))
+os.environ["PYSPARK_PYTHON"] = os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Remove this session's state unless asked to keep it for a post-mortem."""
+    if os.environ.get("FLIGHTS_KEEP_TEST_HOME"):
+        print(f"\nTest state kept in {_HOME}")
+    else:
+        shutil.rmtree(_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
