@@ -97,7 +97,7 @@ def load_settings() -> Settings:
         spark_master=_env("FLIGHTS_SPARK_MASTER", "local[2]"),
         spark_driver_memory=_env("FLIGHTS_SPARK_DRIVER_MEMORY", "2g"),
         jars_dir=Path(_env("FLIGHTS_JARS_DIR", str(REPO_ROOT / ".cache" / "jars"))),
-        mlflow_tracking_uri=_env("MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_db}"),
+        mlflow_tracking_uri=_env("FLIGHTS_MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_db}"),
     )
 
 

@@ -3,6 +3,10 @@
 Each training run logs params, holdout metrics of both models, the report image, the
 scoring bundle and an MLflow-flavoured XGBoost model, and registers a new version of
 ``flights_delay_xgboost``. The ``champion`` alias marks the version that scores.
+
+Every promotion tags the new champion with the version it replaced
+(``previous_champion``), so ``rollback`` can move the alias back in one step without
+anyone having to remember which version scored before.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 
 from include.config import Settings
@@ -18,6 +23,11 @@ from include.targets.base import ModelVersion, TrainingOutputs
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+PREVIOUS_CHAMPION = "previous_champion"  # model-version tag: the champion this version replaced
+
+
+class RollbackError(ValueError):
+    """A rollback was refused: the message says why and what to pass instead."""
 
 
 class MlflowRegistry:
@@ -74,16 +84,22 @@ class MlflowRegistry:
                             dict(outputs.metrics["xgboost"]))
 
     def champion(self) -> ModelVersion | None:
-        from mlflow.exceptions import MlflowException
+        _, client = self._client()
+        mv = self._champion_mv(client)
+        return self._model_version(client, mv) if mv is not None else None
 
-        mlflow, client = self._client()
-        try:
-            mv = client.get_model_version_by_alias(self.name, CHAMPION)
-        except MlflowException:
-            return None
+    def _model_version(self, client, mv) -> ModelVersion:
         exp_id = client.get_run(mv.run_id).info.experiment_id
         metrics = json.loads(mv.tags.get("holdout_metrics", "{}"))
         return ModelVersion(self.name, str(mv.version), mv.run_id, self.run_url(exp_id, mv.run_id), metrics)
+
+    def _champion_mv(self, client):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return client.get_model_version_by_alias(self.name, CHAMPION)
+        except MlflowException:
+            return None
 
     def bundle_dir(self, version: ModelVersion) -> Path:
         mlflow, _ = self._client()
@@ -94,11 +110,65 @@ class MlflowRegistry:
         return target / "bundle"
 
     def set_champion(self, version: ModelVersion, reason: str) -> None:
+        """Move ``champion`` to ``version``, remembering on it the champion it replaces."""
         _, client = self._client()
+        current = self._champion_mv(client)
+        if current is not None and str(current.version) != version.version:
+            client.set_model_version_tag(self.name, version.version, PREVIOUS_CHAMPION, str(current.version))
         client.set_registered_model_alias(self.name, CHAMPION, version.version)
         client.set_model_version_tag(self.name, version.version, "promotion_reason", reason)
         log.info("%s v%s is now %s: %s", self.name, version.version, CHAMPION, reason)
 
+    def rollback(self, to_version: str | None, reason: str, by: str) -> tuple[ModelVersion, ModelVersion]:
+        """Move ``champion`` back to ``to_version`` (default: the previous champion); return (old, new).
+
+        Refuses, changing nothing, when there is no champion, no previous champion recorded,
+        the version does not exist or already is the champion, or no reason is given. Both
+        versions are tagged with who rolled back, when and why.
+        """
+        from mlflow.exceptions import MlflowException
+
+        if not reason or not reason.strip():
+            raise RollbackError("Say why you roll back (--reason): it is recorded with the decision.")
+        _, client = self._client()
+        current = self._champion_mv(client)
+        if current is None:
+            raise RollbackError(f"{self.name} has no {CHAMPION}: there is nothing to roll back.")
+        old = str(current.version)
+        asked = "version"
+        if to_version is None:
+            asked, to_version = "previous champion", current.tags.get(PREVIOUS_CHAMPION)
+            if not to_version:
+                raise RollbackError(
+                    f"{self.name} v{old} is {CHAMPION} but no previous champion is recorded for it (it was the "
+                    f"first champion); pass --to-version N to choose one. Versions: {', '.join(self.versions())}.")
+        to_version = str(to_version).strip()
+        if to_version.lower().startswith("v"):
+            to_version = to_version[1:]
+        try:
+            target = client.get_model_version(self.name, to_version) if to_version.isdigit() else None
+        except MlflowException:
+            target = None
+        if target is None:
+            raise RollbackError(f"{self.name} has no {asked} {to_version!r} (v{old} is {CHAMPION}); versions: "
+                                f"{', '.join(self.versions()) or 'none'}.")
+        new = str(target.version)
+        if new == old:
+            raise RollbackError(f"{self.name} v{new} already is {CHAMPION}: nothing to roll back.")
+        at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        client.set_registered_model_alias(self.name, CHAMPION, new)
+        for key, value in {"rollback_by": by, "rollback_reason": reason, "rollback_at": at,
+                           "rollback_from": old}.items():
+            client.set_model_version_tag(self.name, new, key, value)
+        client.set_model_version_tag(self.name, old, "rolled_back", f"to v{new} by {by} at {at}: {reason}")
+        log.warning("%s %s rolled back from v%s to v%s by %s: %s", self.name, CHAMPION, old, new, by, reason)
+        return self._model_version(client, current), self._model_version(client, target)
+
+    def training_window(self, version: str) -> str:
+        """The training window a version was trained on, as registered (empty when unknown)."""
+        _, client = self._client()
+        return client.get_model_version(self.name, version).tags.get("training_window", "")
+
     def versions(self) -> list[str]:
         _, client = self._client()
-        return sorted((mv.version for mv in client.search_model_versions(f"name='{self.name}'")), key=int)
+        return sorted((str(mv.version) for mv in client.search_model_versions(f"name='{self.name}'")), key=int)
