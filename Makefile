@@ -25,7 +25,7 @@ export PYTHONWARNINGS   ?= ignore::DeprecationWarning
 START ?= 2013-01-01
 END   ?= 2013-03-07
 
-.PHONY: help install jars airflow-init land run test test-fast lock env clean
+.PHONY: help install jars airflow-init land run test test-fast lock env release rollback clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -70,6 +70,14 @@ env:  ## print the environment as export lines: eval "$$(make -s env)"
 	@for v in FLIGHTS_HOME FLIGHTS_JARS_DIR AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER AIRFLOW__CORE__PLUGINS_FOLDER \
 		AIRFLOW__CORE__LOAD_EXAMPLES PYTHONPATH SPARK_LOCAL_IP MLFLOW_DISABLE_TELEMETRY GX_ANALYTICS_ENABLED; do \
 		printf 'export %s=%q\n' "$$v" "$${!v}"; done
+
+release: install  ## release held quarantine rows: make release DATASET=flights START=... END=... REASON="..."
+	@test -n "$(REASON)" || { echo 'Say why: make release ... REASON="carrier list fixed"'; exit 2; }
+	@$(PY) -m include.quality.release --dataset $(or $(DATASET),flights) --start $(START) --end $(END) --reason "$(REASON)"
+
+rollback: install  ## move champion back to the previous version: make rollback REASON="..." [TO=N]
+	@test -n "$(REASON)" || { echo 'Say why: make rollback REASON="v7 over-predicts at EWR"'; exit 2; }
+	@$(PY) -m include.training.rollback --reason "$(REASON)" $(if $(TO),--to-version $(TO))
 
 lock:  ## recompile requirements.txt from requirements.in
 	@$(VENV)/bin/uv pip compile requirements.in --python-version 3.11 --no-header -o requirements.txt

@@ -5,11 +5,14 @@ Each day's New York flights, from the landing zone to the warehouse:
 
 1. **check_landing_files** – the interval's flights and weather files are there (else fail, naming the path);
 2. **ingest_bronze** – Spark: landing CSVs → `bronze.flights`, `bronze.weather` (+ dimension snapshots);
-3. **validate_bronze** – Great Expectations gate on bronze; a failure stops the run and alerts;
+   rejected files are recorded in `bronze.landing_files`, rows breaking a row-level expectation go to
+   `quarantine.flights` / `quarantine.weather` with their reasons;
+3. **validate_bronze** – Great Expectations gate on the kept rows, file checks, daily volume and quarantined
+   share; a failure stops the run and alerts with the Data Docs page;
 4. **build_features** – Spark: bronze → `silver.*` (typed, deduplicated, MERGE) → `gold.flight_features`;
 5. **validate_gold** – Great Expectations gate on gold;
-6. **score_flights** – Spark: the registry's `champion` scores gold into `predictions.flight_delay_risk`
-   (skipped, with a log line, until a champion exists);
+6. **score_flights** – Spark: the registry's `champion` scores gold into `predictions.flight_delay_risk`,
+   then the predictions gate (skipped, with a log line, until a champion exists);
 7. **load_warehouse** – replaces the interval in `analytics.flight_delay_predictions` / `analytics.flight_outcomes`.
 
 A scheduled run covers its data interval (one day). A manual run may cover a range through the
@@ -40,6 +43,9 @@ DATE_PARAM = {"type": ["null", "string"], "pattern": r"^\d{4}-\d{2}-\d{2}$"}
     params={
         "start_date": Param(None, description="First flight date of a manual range run (YYYY-MM-DD)", **DATE_PARAM),
         "end_date": Param(None, description="Last flight date of a manual range run (YYYY-MM-DD)", **DATE_PARAM),
+        "release_quarantined": Param(False, type="boolean",
+                                     description="Release the interval's held quarantine rows into silver"),
+        "release_reason": Param("", type="string", description="Why the rows are released (recorded)"),
     },
     doc_md=__doc__,
 )

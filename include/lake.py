@@ -21,9 +21,13 @@ TABLES = (
     "silver.airlines",
     "gold.flight_features",
     "predictions.flight_delay_risk",
+    "bronze.landing_files",
+    "quarantine.flights",
+    "quarantine.weather",
 )
 
-PARTITIONED = {t for t in TABLES if t.split(".")[1] in {"flights", "weather", "flight_features", "flight_delay_risk"}}
+PARTITIONED = {t for t in TABLES if t not in {"bronze.planes", "bronze.airlines", "bronze.airports",
+                                             "silver.planes", "silver.airlines"}}
 
 
 def join(root: str, *parts: str) -> str:

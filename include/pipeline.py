@@ -59,6 +59,11 @@ def check_landing(interval: Interval) -> dict:
 def ingest_bronze(context: dict, interval: Interval) -> None:
     target = get_target()
     args = _interval_args(target, interval, context["run_id"]) + ["--landing", target.lake.landing_root]
+    params = context["params"]
+    if params.get("release_quarantined"):
+        who = f"{context['ti'].dag_id} run {context['run_id']}"
+        args += ["--release-held", "--released-by", who, "--release-reason",
+                 params.get("release_reason") or "released by the release_quarantined param"]
     target.spark.submit("bronze_landing", args, name=job_name(context, interval))
 
 
@@ -82,10 +87,15 @@ def score(context: dict, interval: Interval) -> dict:
         log.warning("No champion model is registered yet: skipping scoring for %s. Run the flights_training DAG "
                     "to train and promote one; later runs will score.", interval)
         return {"scored": False}
+    from include.quality.gate import enforce, result_uri
+
     bundle = target.registry.bundle_dir(champion)
+    gate = result_uri(target, "predictions", interval, context["run_id"])
     args = _interval_args(target, interval, context["run_id"]) + [
-        "--model-dir", str(bundle), "--model-name", champion.name, "--model-version", champion.version]
+        "--model-dir", str(bundle), "--model-name", champion.name, "--model-version", champion.version,
+        "--result", gate]
     target.spark.submit("predictions_flight_delay_risk", args, name=job_name(context, interval))
+    enforce(target, gate, interval, context["run_id"], context["ti"].dag_id)  # the predictions gate
     return {"scored": True, "model_version": champion.version}
 
 
@@ -165,7 +175,7 @@ def register(context: dict, trained: dict, window: Interval) -> dict:
 
 
 def promote(context: dict, registered: dict, trained: dict, dataset_uri: str, min_auc_gain: float) -> dict:
-    from include.alerts import Alert, send_alert
+    from include.alerts import Alert, interval_of, send_alert
     from include.targets.base import ModelVersion
     from include.training.promotion import decide
 
@@ -191,6 +201,7 @@ def promote(context: dict, registered: dict, trained: dict, dataset_uri: str, mi
         send_alert(Alert(
             kind="model_rejected", title=f"Challenger {challenger.name} v{challenger.version} was not promoted",
             reason=decision.reason, dag_id=ti.dag_id, task_id=ti.task_id, run_id=context["run_id"],
+            interval=interval_of(context),
             log_url=getattr(ti, "log_url", "") or "",
             details={"challenger": metrics["xgboost"], "baseline": metrics["baseline"], "champion": champion_metrics,
                      "champion_version": champion.version if champion else None}))

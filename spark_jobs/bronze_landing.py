@@ -1,41 +1,114 @@
-"""Ingest the interval's landing files into the bronze Delta tables, as received.
+"""Ingest the interval's landing files into bronze, as received, with quarantine.
 
-Values stay strings exactly as the source wrote them (``NA`` read as null); each row
-carries its ingestion metadata: source file, the file's header, load time and run id.
-Rerunning an interval replaces exactly its ``flight_date`` partitions.
+For every delivered file the job first inspects the bytes (content hash, UTF-8, header,
+rows) and records it in ``bronze.landing_files``:
+
+- rejected (the whole interval is then blocked by the bronze gate): empty, header-only,
+  not UTF-8 or unreadable files, and files whose header lacks a contract column
+  (missing or renamed);
+- duplicate: the same content already delivered for that day (ingested once);
+- accepted: rows go to bronze as strings exactly as received (``NA`` read as null), with
+  source file, content hash, load time and run id. An added column is accepted with a
+  warning and kept.
+
+Each accepted row is checked against the row-level expectations of its suite: rows that
+break one are written to ``quarantine.<dataset>`` with their reason codes and the raw
+record (status ``held``); the good rows continue. Rerunning an interval replaces exactly
+its partitions; a release of quarantined rows survives reruns.
 
     spark-submit spark_jobs/bronze_landing.py --lake LAKE --landing LANDING \
-        --start 2013-01-01 --end 2013-01-31 --run-id RUN_ID
+        --start 2013-01-01 --end 2013-01-31 --run-id RUN_ID [--release-held --released-by WHO]
 """
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from datetime import date, timedelta
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
-from include.lake import PARTITION_COLUMN, dimension_file, landing_file, table_uri
-from include.source.contract import DIMENSION_COLUMNS, NULL_TOKEN
-from spark_jobs.session import get_spark, interval_args, path_exists, replace_partitions
+from include.lake import PARTITION_COLUMN, dimension_file, join, table_uri
+from include.quality.rows import apply_row_rules
+from include.quality.suites import load_suite_dict
+from include.source.contract import CONTRACTS, DIMENSION_COLUMNS, NULL_TOKEN
+from spark_jobs.quality_gate import reference_params
+from spark_jobs.session import delta_exists, get_spark, interval_args, path_exists, replace_partitions
 
 DAILY_DATASETS = ("flights", "weather")
+FILE_SCHEMA = T.StructType([
+    T.StructField("path", T.StringType()), T.StructField("sha256", T.StringType()),
+    T.StructField("bytes", T.LongType()), T.StructField("utf8", T.BooleanType()),
+    T.StructField("header", T.StringType()), T.StructField("data_lines", T.LongType()),
+])
 
 
 class LandingFileMissing(FileNotFoundError):
     pass
 
 
-def read_landing_file(spark: SparkSession, path: str) -> DataFrame:
-    """One delivered CSV as strings, with the file's own header kept on every row."""
-    df = spark.read.option("header", True).option("nullValue", NULL_TOKEN).option("encoding", "UTF-8").csv(path)
-    return df.withColumn("_source_columns", F.lit(",".join(df.columns)))
+def inspect_bytes(path: str, content: bytes) -> tuple:
+    """Content hash, UTF-8 validity, header and number of data lines of one file."""
+    sha = hashlib.sha256(content).hexdigest()
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        return (path, sha, len(content), False, None, 0)
+    lines = [line for line in text.splitlines() if line.strip()]
+    return (path, sha, len(content), True, lines[0] if lines else None, max(len(lines) - 1, 0))
 
 
-def with_metadata(df: DataFrame, source_file: str, run_id: str, day: date | None = None) -> DataFrame:
+def classify(dataset: str, stats: dict, seen: dict[str, str]) -> tuple[str, list[str]]:
+    """Status (accepted / duplicate / rejected) and issues of one delivered file."""
+    contract = CONTRACTS[dataset]
+    if stats["bytes"] == 0:
+        return "rejected", ["empty file (0 bytes)"]
+    if not stats["utf8"]:
+        return "rejected", ["not valid UTF-8: re-export the file as UTF-8"]
+    header = [h.strip() for h in (stats["header"] or "").split(",")]
+    if len(header) < 2:
+        return "rejected", ["unreadable: no comma-separated header line"]
+    issues: list[str] = []
+    missing = [c for c in contract if c not in header]
+    added = [c for c in header if c not in contract]
+    if missing:
+        hint = f" (renamed to {added}?)" if added else ""
+        return "rejected", [f"missing column(s) {missing}{hint}: the contract requires {contract}"]
+    if stats["data_lines"] == 0:
+        return "rejected", ["header only: the file has no rows"]
+    if stats["sha256"] in seen:
+        return "duplicate", [f"same content as {seen[stats['sha256']]}: ingested once"]
+    if added:
+        issues.append(f"added column(s) {added}: accepted and kept in bronze, unused downstream")
+    return "accepted", issues
+
+
+def daily_files(spark: SparkSession, landing: str, dataset: str, day: date) -> list[str]:
+    jvm = spark.sparkContext._jvm
+    pattern = jvm.org.apache.hadoop.fs.Path(join(landing, dataset, f"{dataset}_{day:%Y-%m-%d}*.csv"))
+    fs = pattern.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    statuses = fs.globStatus(pattern) or []
+    return sorted(str(s.getPath().toString()) for s in statuses)
+
+
+def read_landing_file(spark: SparkSession, path: str, header: list[str] | None = None) -> DataFrame:
+    """One delivered CSV as strings under its own header; unparsable rows keep ``_corrupt_record``."""
+    reader = spark.read.option("header", True).option("nullValue", NULL_TOKEN).option("encoding", "UTF-8")
+    if header is not None:
+        schema = T.StructType([T.StructField(c, T.StringType()) for c in header]
+                              + [T.StructField("_corrupt_record", T.StringType())])
+        reader = reader.schema(schema).option("mode", "PERMISSIVE").option("columnNameOfCorruptRecord",
+                                                                           "_corrupt_record")
+    df = reader.csv(path)
+    return df.withColumn("_source_columns", F.lit(",".join(header or df.columns)))
+
+
+def with_metadata(df: DataFrame, source_file: str, run_id: str, day: date | None = None, sha: str = "") -> DataFrame:
     df = (
         df.withColumn("_source_file", F.lit(source_file))
+        .withColumn("_source_sha256", F.lit(sha))
         .withColumn("_ingested_at", F.current_timestamp())
         .withColumn("_run_id", F.lit(run_id))
     )
@@ -44,25 +117,134 @@ def with_metadata(df: DataFrame, source_file: str, run_id: str, day: date | None
     return df
 
 
-def expected_files(landing: str, dataset: str, start: date, end: date) -> list[tuple[date, str]]:
+def _row_ids(df: DataFrame, dataset: str, data_cols: list[str]) -> DataFrame:
+    raw = F.to_json(F.struct(*[F.col(c) for c in data_cols]))
+    df = df.withColumn("_raw", raw).withColumn("_row_seq", F.monotonically_increasing_id())
+    from pyspark.sql import Window
+
+    occurrence = F.row_number().over(Window.partitionBy(PARTITION_COLUMN, "_raw").orderBy("_source_file", "_row_seq"))
+    return df.withColumn("_row_id", F.sha2(F.concat_ws("|", F.lit(dataset), F.col(PARTITION_COLUMN).cast("string"),
+                                                         "_raw", occurrence.cast("string")), 256))
+
+
+def with_row_date(df: DataFrame) -> DataFrame:
+    """The date a row claims (year-month-day), beside the day of the file that delivered it."""
+    if not {"year", "month", "day"} <= set(df.columns):
+        return df
+    claimed = F.try_to_date(F.concat_ws("-", "year", F.lpad("month", 2, "0"), F.lpad("day", 2, "0")), "yyyy-MM-dd")
+    return df.withColumn("_row_date", claimed.cast("string")).withColumn("_file_date",
+                                                                        F.col(PARTITION_COLUMN).cast("string"))
+
+
+def ingest_daily(spark: SparkSession, lake: str, landing: str, dataset: str, start: date, end: date,
+                 run_id: str, params: dict | None = None) -> dict:
     days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
-    return [(d, landing_file(landing, dataset, d)) for d in days]
-
-
-def ingest_daily(spark: SparkSession, lake: str, landing: str, dataset: str, start: date, end: date, run_id: str) -> int:
-    files = expected_files(landing, dataset, start, end)
-    missing = [p for _, p in files if not path_exists(spark, p)]
+    files = {d: daily_files(spark, landing, dataset, d) for d in days}
+    missing = [d for d, fs in files.items() if not fs]
     if missing:
         raise LandingFileMissing(
-            f"{len(missing)} {dataset} landing file(s) missing for {start}..{end}, first expected at {missing[0]}. "
-            "Deliver the file(s) (or run `make land`) and clear the task."
-        )
-    frames = [with_metadata(read_landing_file(spark, p), p, run_id, d) for d, p in files]
+            f"{len(missing)} {dataset} landing file(s) missing for {start}..{end}, first expected at "
+            f"{join(landing, dataset, f'{dataset}_{missing[0]:%Y-%m-%d}.csv')}. Deliver the file(s) and clear the task.")
+    paths = [p for fs in files.values() for p in fs]
+    stats = {s[0]: dict(zip(FILE_SCHEMA.fieldNames(), s)) for s in
+             spark.sparkContext.binaryFiles(",".join(paths)).map(lambda kv: inspect_bytes(*kv)).collect()}
+    manifest, frames = [], []
+    for day, day_files in files.items():
+        seen: dict[str, str] = {}
+        for path in day_files:
+            st = next(v for k, v in stats.items() if k == path or k.endswith(path.split(":", 1)[-1]))
+            status, issues = classify(dataset, st, seen)
+            if status == "accepted":
+                seen[st["sha256"]] = path
+                header = [h.strip() for h in st["header"].split(",")]
+                frames.append(with_metadata(read_landing_file(spark, path, header), path, run_id, day, st["sha256"]))
+            manifest.append((dataset, day, path, st["sha256"], st["bytes"], st["data_lines"], status, issues, run_id))
+            print(f"{dataset} {day} {path}: {status} {'; '.join(issues)}")
+
+    mf = spark.createDataFrame(manifest, "dataset string, flight_date date, path string, sha256 string, bytes long, "
+                                         "data_lines long, status string, issues array<string>, run_id string")
+    mf = mf.withColumn("checked_at", F.current_timestamp())
+    _replace_dataset_partitions(spark, mf, table_uri(lake, "bronze.landing_files"), dataset, start, end)
+
+    uri = table_uri(lake, f"bronze.{dataset}")
+    if not frames:
+        if delta_exists(spark, uri):  # every file of the interval was rejected: bronze holds nothing for it
+            from delta.tables import DeltaTable
+
+            DeltaTable.forPath(spark, uri).delete(
+                f"{PARTITION_COLUMN} >= '{start}' AND {PARTITION_COLUMN} <= '{end}'")
+        return {"files": len(paths), "rows": 0, "quarantined": 0}
     df = frames[0]
     for other in frames[1:]:
         df = df.unionByName(other, allowMissingColumns=True)
-    replace_partitions(df, table_uri(lake, f"bronze.{dataset}"), start, end)
-    return sum(1 for _ in files)
+    data_cols = [c for c in df.columns if not c.startswith("_") and c != PARTITION_COLUMN]
+    df = apply_row_rules(with_row_date(_row_ids(df, dataset, data_cols)), load_suite_dict(f"bronze/{dataset}"),
+                         params)
+    df = df.drop("_row_seq").cache()
+    replace_partitions(df.drop("_raw"), uri, start, end)
+    held = merge_quarantine(spark, df, lake, dataset, start, end, run_id)
+    return {"files": len(paths), "rows": df.count(), "quarantined": held}
+
+
+def _replace_dataset_partitions(spark, df: DataFrame, uri: str, dataset: str, start: date, end: date) -> None:
+    (df.write.format("delta").mode("overwrite").partitionBy(PARTITION_COLUMN)
+     .option("replaceWhere", f"dataset = '{dataset}' AND {PARTITION_COLUMN} >= '{start}' AND "
+                             f"{PARTITION_COLUMN} <= '{end}'")
+     .save(uri))
+
+
+def merge_quarantine(spark: SparkSession, df: DataFrame, lake: str, dataset: str, start: date, end: date,
+                     run_id: str) -> int:
+    """Upsert the interval's bad rows into ``quarantine.<dataset>``, keeping release decisions and history.
+
+    New bad rows are ``held``; rows already known keep their status (a release survives a
+    rerun); held rows of the interval that are no longer delivered become ``superseded``.
+    """
+    from delta.tables import DeltaTable
+
+    bad = df.filter(F.size("_reasons") > 0).select(
+        "_row_id", F.lit(dataset).alias("dataset"), PARTITION_COLUMN, F.col("_reasons").alias("reasons"),
+        F.col("_raw").alias("raw_record"), F.col("_source_file").alias("source_file"),
+        F.lit(run_id).alias("run_id"), F.current_timestamp().alias("quarantined_at"),
+        F.lit("held").alias("status"), F.current_timestamp().alias("status_changed_at"),
+        F.lit("bronze_landing").alias("status_changed_by"), F.lit("broke a row-level expectation").alias(
+            "status_reason"),
+    )
+    uri = table_uri(lake, f"quarantine.{dataset}")
+    in_interval = f"t.{PARTITION_COLUMN} >= '{start}' AND t.{PARTITION_COLUMN} <= '{end}'"
+    if not delta_exists(spark, uri):
+        bad.write.format("delta").mode("overwrite").partitionBy(PARTITION_COLUMN).save(uri)
+    else:
+        (DeltaTable.forPath(spark, uri).alias("t")
+         .merge(bad.alias("s"), f"t._row_id = s._row_id AND {in_interval}")
+         .whenMatchedUpdate(condition="t.status = 'superseded'", set={
+             "status": "s.status", "status_changed_at": "s.status_changed_at", "run_id": "s.run_id",
+             "status_changed_by": "s.status_changed_by", "status_reason": "s.status_reason"})
+         .whenNotMatchedInsertAll()
+         .whenNotMatchedBySourceUpdate(condition=f"{in_interval} AND t.status = 'held'", set={
+             "status": "'superseded'", "status_changed_at": "current_timestamp()",
+             "status_changed_by": "'bronze_landing'", "status_reason": "'no longer delivered'"})
+         .execute())
+    return spark.read.format("delta").load(uri).filter(
+        f"{PARTITION_COLUMN} >= '{start}' AND {PARTITION_COLUMN} <= '{end}' AND status = 'held'").count()
+
+
+def release_held(spark: SparkSession, lake: str, dataset: str, start: date, end: date, by: str, reason: str,
+                 row_ids: list[str] | None = None) -> int:
+    """Mark held rows of the interval as released; the next run of the interval lets them through."""
+    from delta.tables import DeltaTable
+
+    uri = table_uri(lake, f"quarantine.{dataset}")
+    if not delta_exists(spark, uri):
+        return 0
+    cond = f"status = 'held' AND {PARTITION_COLUMN} >= '{start}' AND {PARTITION_COLUMN} <= '{end}'"
+    if row_ids:
+        cond += " AND _row_id IN (" + ",".join(f"'{r}'" for r in row_ids) + ")"
+    n = spark.read.format("delta").load(uri).filter(cond).count()
+    DeltaTable.forPath(spark, uri).update(condition=cond, set={
+        "status": F.lit("released"), "status_changed_at": F.current_timestamp(),
+        "status_changed_by": F.lit(by), "status_reason": F.lit(reason)})
+    return n
 
 
 def ingest_dimensions(spark: SparkSession, lake: str, landing: str, run_id: str) -> None:
@@ -72,20 +254,25 @@ def ingest_dimensions(spark: SparkSession, lake: str, landing: str, run_id: str)
             raise LandingFileMissing(f"Dimension snapshot missing: expected {path}. Deliver it and clear the task.")
         df = with_metadata(read_landing_file(spark, path), path, run_id)
         df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(
-            table_uri(lake, f"bronze.{name}")
-        )
+            table_uri(lake, f"bronze.{name}"))
 
 
 def main(argv: list[str] | None = None) -> None:
     p = interval_args(__doc__)
     p.add_argument("--landing", required=True, help="landing zone root URI")
+    p.add_argument("--release-held", action="store_true", help="release the interval's held rows after ingesting")
+    p.add_argument("--released-by", default="flights_daily")
+    p.add_argument("--release-reason", default="released by a run parameter")
     a = p.parse_args(argv)
     spark = get_spark(f"bronze_landing_{a.start}_{a.end}")
     ingest_dimensions(spark, a.lake, a.landing, a.run_id)
+    params = reference_params(spark, a.lake, max_quarantine_share=1.0)
     for dataset in DAILY_DATASETS:
-        n = ingest_daily(spark, a.lake, a.landing, dataset, a.start, a.end, a.run_id)
-        print(f"bronze.{dataset}: ingested {n} file(s) for {a.start}..{a.end}")
-    spark.stop()
+        out = ingest_daily(spark, a.lake, a.landing, dataset, a.start, a.end, a.run_id, params)
+        print(f"bronze.{dataset} {a.start}..{a.end}: {out}")
+        if a.release_held:
+            n = release_held(spark, a.lake, dataset, a.start, a.end, a.released_by, a.release_reason)
+            print(f"quarantine.{dataset}: released {n} held row(s) for {a.start}..{a.end}")
 
 
 if __name__ == "__main__":

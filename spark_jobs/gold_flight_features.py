@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 
 from include.features import DELAY_THRESHOLD_MINUTES, FEATURES, HISTORY_DAYS, KEY_COLUMNS, LABEL
 from include.lake import PARTITION_COLUMN, export_uri, table_uri
+from spark_jobs.quality_gate import kept_rows
 from spark_jobs.session import delta_exists, get_spark, interval_args, replace_partitions
 
 META = ["_source_file", "_ingested_at", "_run_id"]
@@ -193,8 +194,9 @@ def run(spark: SparkSession, lake: str, start: date, end: date) -> dict[str, int
     def bronze(name: str) -> DataFrame:
         return spark.read.format("delta").load(table_uri(lake, f"bronze.{name}"))
 
-    flights_b = bronze("flights").filter(_between(PARTITION_COLUMN, start, end))
-    weather_b = bronze("weather").filter(_between(PARTITION_COLUMN, start, end))
+    # rows held in quarantine stay out of silver; released ones come through
+    flights_b = kept_rows(spark, lake, "flights", bronze("flights").filter(_between(PARTITION_COLUMN, start, end)))
+    weather_b = kept_rows(spark, lake, "weather", bronze("weather").filter(_between(PARTITION_COLUMN, start, end)))
 
     merge_silver_flights(spark, to_silver_flights(flights_b), table_uri(lake, "silver.flights"), start, end)
     replace_partitions(to_silver_weather(weather_b), table_uri(lake, "silver.weather"), start, end)
@@ -227,7 +229,6 @@ def main(argv: list[str] | None = None) -> None:
     spark = get_spark(f"gold_flight_features_{a.start}_{a.end}")
     counts = run(spark, a.lake, a.start, a.end)
     print(f"rows for {a.start}..{a.end}: {counts}")
-    spark.stop()
 
 
 if __name__ == "__main__":

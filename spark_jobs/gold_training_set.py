@@ -45,7 +45,6 @@ def main(argv: list[str] | None = None) -> None:
                 "split": {k: [str(d) for d in v] for k, v in vars(split).items()}}
     write_json(spark, a.output + "/manifest.json", manifest)
     print(f"training set {a.start}..{a.end}: {counts}")
-    spark.stop()
 
 
 if __name__ == "__main__":

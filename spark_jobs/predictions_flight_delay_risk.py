@@ -20,7 +20,8 @@ from pyspark.sql import types as T
 from include.features import FEATURES
 from include.lake import PARTITION_COLUMN, export_uri, table_uri
 from include.training.bundle import MODEL_FILE, SPEC_FILE
-from spark_jobs.session import get_spark, interval_args, read_text, replace_partitions
+from spark_jobs.quality_gate import run_checks
+from spark_jobs.session import get_spark, interval_args, read_text, replace_partitions, write_json
 
 PREDICTION_COLUMNS = ["flight_id", PARTITION_COLUMN, "carrier", "flight", "origin", "dest", "sched_dep_ts"]
 
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model-dir", required=True)
     p.add_argument("--model-name", required=True)
     p.add_argument("--model-version", required=True)
+    p.add_argument("--result", required=True, help="where to write the predictions gate's JSON summary")
     a = p.parse_args(argv)
     spark = get_spark(f"predictions_{a.start}_{a.end}")
     model_bytes = spark.sparkContext.binaryFiles(f"{a.model_dir.rstrip('/')}/{MODEL_FILE}").collect()[0][1]
@@ -67,10 +69,14 @@ def main(argv: list[str] | None = None) -> None:
     written = spark.read.format("delta").load(uri).filter(
         (F.col(PARTITION_COLUMN) >= F.lit(a.start)) & (F.col(PARTITION_COLUMN) <= F.lit(a.end))
     )
-    written.coalesce(1).write.mode("overwrite").parquet(export_uri(a.lake, "predictions", f"{a.start:%Y%m%d}_{a.end:%Y%m%d}"))
+    gate = run_checks(spark, a.lake, ["predictions/flight_delay_risk=predictions.flight_delay_risk"], a.start, a.end,
+                      a.run_id)
+    write_json(spark, a.result, gate)
+    if gate["success"]:  # the warehouse hand-off exists only for predictions that passed their gate
+        written.coalesce(1).write.mode("overwrite").parquet(
+            export_uri(a.lake, "predictions", f"{a.start:%Y%m%d}_{a.end:%Y%m%d}"))
     print(f"predictions.flight_delay_risk: {written.count()} rows for {a.start}..{a.end} "
-          f"with {a.model_name} v{a.model_version}")
-    spark.stop()
+          f"with {a.model_name} v{a.model_version}; gate success={gate['success']}")
 
 
 if __name__ == "__main__":

@@ -67,14 +67,18 @@ def path_exists(spark: SparkSession, uri: str) -> bool:
     return bool(fs.exists(path))
 
 
-def write_json(spark: SparkSession, uri: str, payload: dict) -> None:
-    """Write a small JSON document through Hadoop's file system (local, s3a, gs, abfss)."""
+def write_text(spark: SparkSession, uri: str, text: str) -> None:
+    """Write a small text file through Hadoop's file system (local, s3a, gs, abfss)."""
     fs, path = _fs_path(spark, uri)
     out = fs.create(path, True)
     try:
-        out.write(bytearray(json.dumps(payload, indent=2, default=str).encode("utf-8")))
+        out.write(bytearray(text.encode("utf-8")))
     finally:
         out.close()
+
+
+def write_json(spark: SparkSession, uri: str, payload: dict) -> None:
+    write_text(spark, uri, json.dumps(payload, indent=2, default=str))
 
 
 def read_text(spark: SparkSession, uri: str) -> str:

@@ -55,6 +55,7 @@ def summarise(validation_result: Any, suite: str, row_count: int) -> dict[str, A
             failed.append(
                 {
                     "expectation": cfg.type,
+                    "reason": (cfg.meta or {}).get("reason"),
                     "kwargs": {k: v for k, v in cfg.kwargs.items() if k != "batch_id"},
                     "observed": _observed(r.result or {}),
                     "exception": (r.exception_info or {}).get("exception_message"),
@@ -76,7 +77,12 @@ def describe_failures(summary: dict[str, Any]) -> str:
         f"on {summary['row_count']} rows for {summary.get('interval', '?')}:"
     ]
     for f in summary["failed"]:
-        column = f["kwargs"].get("column")
-        where = f" on column {column!r}" if column else ""
-        lines.append(f"  - {f['expectation']}{where}: observed {json.dumps(f['observed'], default=str)[:300]}")
+        target = f["kwargs"].get("column") or f["kwargs"].get("file") or f["kwargs"].get("column_A")
+        where = f" on {target!r}" if target else ""
+        reason = f" [{f['reason']}]" if f.get("reason") else ""
+        lines.append(f"  - {f['expectation']}{where}{reason}: observed {json.dumps(f['observed'], default=str)[:400]}")
+    if summary.get("quarantine_reasons"):
+        lines.append(f"  quarantined rows by reason: {summary['quarantine_reasons']}")
+    if summary.get("docs_page"):
+        lines.append(f"  Data Docs: {summary['docs_page']}")
     return "\n".join(lines)

