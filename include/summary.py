@@ -47,11 +47,16 @@ def render(cfg: Settings, target) -> str:
     wh = target.warehouse
     out += ["", "Quality gates (latest run per suite):"]
     cols, rows = wh.query("""
-        SELECT suite, interval_start, interval_end, success, evaluated, failed, row_count
+        SELECT suite, interval_start, interval_end, success, evaluated, failed, row_count AS rows_kept,
+               coalesce(quarantined, 0) AS quarantined
         FROM (SELECT *, row_number() OVER (PARTITION BY suite, interval_start ORDER BY recorded_at DESC) AS rn
               FROM ops.quality_gates) q
         WHERE rn = 1 ORDER BY interval_start, suite""")
     out.append(table(cols, rows))
+
+    out.append(f"    Data Docs: {cfg.lake_root / '_docs' / 'validations'}")
+    failed = wh.query("SELECT count(*) FROM ops.quality_gates WHERE NOT success")[1][0][0]
+    out.append(f"    failed gate runs so far: {failed}")
 
     champion = target.registry.champion()
     out += ["", "Models (holdout metrics):"]
