@@ -1,4 +1,4 @@
-"""Airflow plugin: pipeline-health listener and links from tasks to MLflow.
+"""Airflow plugin: pipeline-health listener and links from tasks to MLflow and to Data Docs.
 
 The listener records every DAG run and task outcome (state, duration, try number) into
 the warehouse's ``ops`` schema, so operators and analysts query pipeline health with SQL.
@@ -87,7 +87,26 @@ class MlflowRunLink(BaseOperatorLink):
             return ""
 
 
+class DataDocsLink(BaseOperatorLink):
+    """On quality-gate tasks (validate_bronze, validate_gold): the Great Expectations Data Docs page."""
+
+    name = "Data Docs"
+
+    def get_link(self, operator, *, ti_key) -> str:
+        try:
+            from airflow.models import XCom
+
+            value = XCom.get_value(ti_key=ti_key, key="return_value")
+        except Exception:
+            return ""
+        pages = list((value or {}).get("docs", {}).values()) if isinstance(value, dict) else []
+        if not pages:
+            return ""
+        page = pages[0]
+        return page if "://" in page else f"file://{page}"
+
+
 class FlightsOpsPlugin(AirflowPlugin):
     name = "flights_ops"
     listeners = [OpsListener()]
-    global_operator_extra_links = [MlflowRunLink()]
+    global_operator_extra_links = [MlflowRunLink(), DataDocsLink()]

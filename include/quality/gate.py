@@ -63,4 +63,5 @@ def enforce(target, uri: str, interval: Interval, run_id: str, dag_id: str) -> d
         message += f"\nSummary: {uri}"
         raise QualityGateFailed(message, failed)
     return {"result": uri, "suites": {s["suite"]: s["row_count"] for s in result["suites"]},
-            "quarantined": {s["suite"]: s.get("quarantined", 0) for s in result["suites"]}}
+            "quarantined": {s["suite"]: s.get("quarantined", 0) for s in result["suites"]},
+            "docs": {s["suite"]: s.get("docs_page") for s in result["suites"] if s.get("docs_page")}}

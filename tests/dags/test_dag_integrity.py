@@ -95,4 +95,4 @@ def test_plugin_registers_listener_and_link():
         sys.path.remove(str(REPO / "plugins"))
     plugin = flights_ops.FlightsOpsPlugin
     assert any(isinstance(x, flights_ops.OpsListener) for x in plugin.listeners)
-    assert [link.name for link in plugin.global_operator_extra_links] == ["MLflow run"]
+    assert [link.name for link in plugin.global_operator_extra_links] == ["MLflow run", "Data Docs"]
