@@ -20,7 +20,7 @@ from typing import Any
 
 from airflow.sdk import BaseNotifier
 
-from include.config import Settings, settings
+from include.config import Settings
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,6 @@ TABLES = (
     "quarantine.weather",
 )
 
-PARTITIONED = {t for t in TABLES if t not in {"bronze.planes", "bronze.airlines", "bronze.airports",
-                                             "silver.planes", "silver.airlines"}}
-
 
 def join(root: str, *parts: str) -> str:
     return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts)])

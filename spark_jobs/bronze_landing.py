@@ -23,10 +23,11 @@ its partitions; a release of quarantined rows survives reruns.
 from __future__ import annotations
 
 import hashlib
+import re
 import sys
 from datetime import date, timedelta
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -38,11 +39,7 @@ from spark_jobs.quality_gate import reference_params
 from spark_jobs.session import delta_exists, get_spark, interval_args, path_exists, replace_partitions
 
 DAILY_DATASETS = ("flights", "weather")
-FILE_SCHEMA = T.StructType([
-    T.StructField("path", T.StringType()), T.StructField("sha256", T.StringType()),
-    T.StructField("bytes", T.LongType()), T.StructField("utf8", T.BooleanType()),
-    T.StructField("header", T.StringType()), T.StructField("data_lines", T.LongType()),
-])
+FILE_FIELDS = ("path", "sha256", "bytes", "utf8", "header", "data_lines")  # what inspect_bytes returns
 
 
 class LandingFileMissing(FileNotFoundError):
@@ -58,6 +55,11 @@ def inspect_bytes(path: str, content: bytes) -> tuple:
         return (path, sha, len(content), False, None, 0)
     lines = [line for line in text.splitlines() if line.strip()]
     return (path, sha, len(content), True, lines[0] if lines else None, max(len(lines) - 1, 0))
+
+
+def _plain(uri: str) -> str:
+    """The same file named by Hadoop's glob and by binaryFiles: ``file:/x``, ``file:///x`` and ``/x`` agree."""
+    return re.sub(r"^file:/+", "/", uri)
 
 
 def classify(dataset: str, stats: dict, seen: dict[str, str]) -> tuple[str, list[str]]:
@@ -120,8 +122,6 @@ def with_metadata(df: DataFrame, source_file: str, run_id: str, day: date | None
 def _row_ids(df: DataFrame, dataset: str, data_cols: list[str]) -> DataFrame:
     raw = F.to_json(F.struct(*[F.col(c) for c in data_cols]))
     df = df.withColumn("_raw", raw).withColumn("_row_seq", F.monotonically_increasing_id())
-    from pyspark.sql import Window
-
     occurrence = F.row_number().over(Window.partitionBy(PARTITION_COLUMN, "_raw").orderBy("_source_file", "_row_seq"))
     return df.withColumn("_row_id", F.sha2(F.concat_ws("|", F.lit(dataset), F.col(PARTITION_COLUMN).cast("string"),
                                                          "_raw", occurrence.cast("string")), 256))
@@ -146,13 +146,14 @@ def ingest_daily(spark: SparkSession, lake: str, landing: str, dataset: str, sta
             f"{len(missing)} {dataset} landing file(s) missing for {start}..{end}, first expected at "
             f"{join(landing, dataset, f'{dataset}_{missing[0]:%Y-%m-%d}.csv')}. Deliver the file(s) and clear the task.")
     paths = [p for fs in files.values() for p in fs]
-    stats = {s[0]: dict(zip(FILE_SCHEMA.fieldNames(), s)) for s in
+    # one pass over the bytes in the executors; only a few numbers per file come back
+    stats = {_plain(s[0]): dict(zip(FILE_FIELDS, s)) for s in
              spark.sparkContext.binaryFiles(",".join(paths)).map(lambda kv: inspect_bytes(*kv)).collect()}
     manifest, frames = [], []
     for day, day_files in files.items():
         seen: dict[str, str] = {}
         for path in day_files:
-            st = next(v for k, v in stats.items() if k == path or k.endswith(path.split(":", 1)[-1]))
+            st = stats[_plain(path)]
             status, issues = classify(dataset, st, seen)
             if status == "accepted":
                 seen[st["sha256"]] = path

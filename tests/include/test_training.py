@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from include.features import CATEGORICAL_FEATURES, LABEL, NUMERIC_FEATURES
+from include.features import LABEL, NUMERIC_FEATURES
 from include.training.bundle import load_bundle
 from include.training.train import pick_device, train_and_evaluate
 

@@ -33,10 +33,8 @@ def warehouse(request, tmp_path, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_FLIGHTS_WAREHOUSE_TEST", url)
     wh = PostgresWarehouse("flights_warehouse_test")
     wh.ensure_schema()
-    for table in LOADS:
-        wh.query(f"SELECT 1")  # connection works
     with wh.connect() as conn, conn.cursor() as cur:  # each test starts empty
-        cur.execute("TRUNCATE analytics.flight_delay_predictions, analytics.flight_outcomes")
+        cur.execute(f"TRUNCATE {', '.join(LOADS)}")
         conn.commit()
     return wh
 
