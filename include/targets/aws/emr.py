@@ -1,0 +1,188 @@
+"""Job specs for Spark on EMR: Serverless job runs, or steps on an EMR cluster on EC2.
+
+Each builder returns the keyword arguments of one operator (plain dicts, no AWS call and
+no provider import), and ``instantiate`` turns a spec into the operator. The CLI
+arguments are passed through as given, so they may be Jinja strings that render the
+interval from XCom at run time, exactly like the local ``spark-submit`` arguments.
+
+* Serverless: ``ReattachingEmrServerlessStartJobOperator`` (deferrable, named
+  ``<dag>.<task>.<interval>.try<n>``, reattaches on retry, cancels on kill).
+* EC2: create cluster → add step → ``EmrStepSensor(deferrable=True)`` → terminate
+  (``trigger_rule="all_done"``, so a failed step never leaves the cluster running).
+
+Versions come from ``include.targets.aws.releases``: the release label and the Delta jars
+of the EMR runtime the jobs run on.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from include.targets.aws.releases import runtime
+from include.targets.aws.settings import AwsSettings
+
+# Jinja that renders the run's interval from the first task of flights_daily / flights_training.
+INTERVAL_KEY = ("{{ (ti.xcom_pull(task_ids='%s')['start'] | replace('-', '')) ~ '_' ~ "
+                "(ti.xcom_pull(task_ids='%s')['end'] | replace('-', '')) }}")
+SERVERLESS_OPERATOR = "include.targets.aws.operators.ReattachingEmrServerlessStartJobOperator"
+WAITER_DELAY_S = 30
+
+
+def interval_key_template(task_id: str = "resolve_interval") -> str:
+    return INTERVAL_KEY % (task_id, task_id)
+
+
+@dataclass
+class OperatorSpec:
+    """An operator class (dotted path) and its keyword arguments: what ``instantiate`` builds."""
+
+    operator: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def class_name(self) -> str:
+        return self.operator.rsplit(".", 1)[1]
+
+
+def instantiate(spec: OperatorSpec, **extra):
+    """Import the operator class of ``spec`` and build it with its kwargs (plus ``extra``, e.g. ``dag``)."""
+    module, name = spec.operator.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)(**spec.kwargs, **extra)
+
+
+def spark_conf(aws: AwsSettings) -> dict[str, str]:
+    """Spark settings every job needs on EMR: Delta from the runtime, and the local session's defaults."""
+    rt = runtime(aws.emr_release)
+    conf = {
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.sources.partitionOverwriteMode": "static",
+        # Delta on S3: one writer per table at a time (see docs/running-on-aws.md); the S3 log store is the default.
+        "spark.delta.logStore.s3.impl": "io.delta.storage.S3SingleDriverLogStore",
+    }
+    if rt.delta_jars:
+        conf["spark.jars"] = ",".join(rt.delta_jars)
+    return conf
+
+
+def submit_parameters(aws: AwsSettings, zip_uri: str) -> str:
+    """``sparkSubmitParameters``: the code zip on the Python path and the Spark settings."""
+    parts = [f"--py-files {zip_uri}"]
+    parts += [f"--conf {k}={v}" for k, v in sorted(spark_conf(aws).items())]
+    return " ".join(parts)
+
+
+def serverless_job(aws: AwsSettings, *, task_id: str, job: str, args: list[str], code: dict[str, str],
+                   interval_key: str, timeout_minutes: int | None = None, **operator_kwargs) -> OperatorSpec:
+    """One Spark job as an EMR Serverless job run.
+
+    Args:
+        task_id: the Airflow task id (the job name is derived from it at run time).
+        job: ``spark_jobs/<job>.py``.
+        args: the job's CLI arguments, as the local target passes them (may be Jinja strings).
+        code: the URIs returned by ``artifact.upload`` (``zip`` and ``prefix``).
+        interval_key: the interval's key or a template rendering it (``interval_key_template()``).
+    """
+    if not aws.emr_application_id:
+        raise ValueError("EMR Serverless needs FLIGHTS_AWS_EMR_APPLICATION_ID (or FLIGHTS_AWS_SPARK_MODE=ec2).")
+    minutes = int(timeout_minutes or aws.emr_job_timeout_minutes)
+    kwargs = {
+        "task_id": task_id,
+        "application_id": aws.emr_application_id,
+        "execution_role_arn": aws.emr_job_role_arn,
+        "job_driver": {"sparkSubmit": {
+            "entryPoint": f"{code['prefix']}/spark_jobs/{job}.py",
+            "entryPointArguments": [str(a) for a in args],
+            "sparkSubmitParameters": submit_parameters(aws, code["zip"]),
+        }},
+        "configuration_overrides": {"monitoringConfiguration": {
+            "s3MonitoringConfiguration": {"logUri": aws.emr_logs_uri}}},
+        "config": {"executionTimeoutMinutes": minutes, "tags": dict(aws.tags)},
+        "interval_key": interval_key,
+        "deferrable": True,
+        "wait_for_completion": True,
+        "cancel_on_kill": True,
+        "waiter_delay": WAITER_DELAY_S,
+        # The deferral's own timeout: the job's timeout plus a margin, so EMR stops the job first.
+        "waiter_max_attempts": (minutes + 10) * 60 // WAITER_DELAY_S,
+        "region_name": aws.region,
+    }
+    kwargs.update(operator_kwargs)
+    return OperatorSpec(SERVERLESS_OPERATOR, kwargs)
+
+
+# --- EMR on EC2 ----------------------------------------------------------------------------------
+
+
+def cluster_config(aws: AwsSettings, name: str) -> dict:
+    """``job_flow_overrides`` of a transient cluster for one DAG run: pinned release, instance types from settings."""
+    instances: dict[str, Any] = {
+        "InstanceGroups": [
+            {"Name": "primary", "Market": "ON_DEMAND", "InstanceRole": "MASTER",
+             "InstanceType": aws.emr_primary_instance_type, "InstanceCount": 1},
+            {"Name": "core", "Market": "ON_DEMAND", "InstanceRole": "CORE",
+             "InstanceType": aws.emr_core_instance_type, "InstanceCount": aws.emr_core_instance_count},
+        ],
+        "KeepJobFlowAliveWhenNoSteps": True,  # steps are added by the DAG; the terminate task ends it
+        "TerminationProtected": False,
+    }
+    if aws.emr_subnet_id:
+        instances["Ec2SubnetId"] = aws.emr_subnet_id
+    return {
+        "Name": name,
+        "ReleaseLabel": runtime(aws.emr_release).name,
+        "Applications": [{"Name": "Spark"}],
+        "Configurations": [
+            {"Classification": "spark-defaults", "Properties": spark_conf(aws)},
+            {"Classification": "delta-defaults", "Properties": {"delta.enabled": "true"}},
+        ],
+        "Instances": instances,
+        "LogUri": aws.emr_logs_uri,
+        "ServiceRole": aws.emr_service_role,
+        "JobFlowRole": aws.emr_instance_profile,
+        "VisibleToAllUsers": True,
+        "AutoTerminationPolicy": {"IdleTimeout": 3600},  # a backstop if the terminate task never runs
+        "Tags": [{"Key": k, "Value": v} for k, v in sorted(aws.tags.items())],
+    }
+
+
+def step(aws: AwsSettings, *, name: str, job: str, args: list[str], code: dict[str, str]) -> dict:
+    """One spark-submit step (cluster deploy mode) running the job from the code artefact."""
+    conf = [item for k, v in sorted(spark_conf(aws).items()) for item in ("--conf", f"{k}={v}")]
+    return {
+        "Name": name,
+        "ActionOnFailure": "CONTINUE",  # the sensor fails the task; the terminate task cleans up
+        "HadoopJarStep": {"Jar": "command-runner.jar", "Args": [
+            "spark-submit", "--deploy-mode", "cluster", "--py-files", code["zip"], *conf,
+            f"{code['prefix']}/spark_jobs/{job}.py", *[str(a) for a in args]]},
+    }
+
+
+def ec2_jobs(aws: AwsSettings, *, cluster_name: str, jobs: list[dict], code: dict[str, str],
+             prefix: str = "emr") -> list[OperatorSpec]:
+    """Create cluster → (add step → deferrable step sensor) per job → terminate (``all_done``).
+
+    Args:
+        jobs: ``{"task_id", "job", "args", "name"}`` per Spark job, in order.
+    """
+    create_id = f"{prefix}_create_cluster"
+    cluster = "{{ ti.xcom_pull(task_ids='%s') }}" % create_id
+    specs = [OperatorSpec("airflow.providers.amazon.aws.operators.emr.EmrCreateJobFlowOperator", {
+        "task_id": create_id, "job_flow_overrides": cluster_config(aws, cluster_name),
+        "region_name": aws.region, "wait_for_completion": False})]
+    for j in jobs:
+        add_id = f"{j['task_id']}_add_step"
+        specs.append(OperatorSpec("airflow.providers.amazon.aws.operators.emr.EmrAddStepsOperator", {
+            "task_id": add_id, "job_flow_id": cluster, "region_name": aws.region,
+            "steps": [step(aws, name=j["name"], job=j["job"], args=j["args"], code=code)]}))
+        specs.append(OperatorSpec("airflow.providers.amazon.aws.sensors.emr.EmrStepSensor", {
+            "task_id": j["task_id"], "job_flow_id": cluster, "region_name": aws.region,
+            "step_id": "{{ ti.xcom_pull(task_ids='%s')[0] }}" % add_id, "deferrable": True,
+            "poke_interval": WAITER_DELAY_S, "max_attempts": aws.emr_job_timeout_minutes * 60 // WAITER_DELAY_S}))
+    specs.append(OperatorSpec("airflow.providers.amazon.aws.operators.emr.EmrTerminateJobFlowOperator", {
+        "task_id": f"{prefix}_terminate_cluster", "job_flow_id": cluster, "region_name": aws.region,
+        "trigger_rule": "all_done"}))
+    return specs

@@ -1,0 +1,231 @@
+"""Operators that reattach to the job an earlier try started, and cancel it on kill.
+
+The provider's operators submit a new job on every try. When a worker dies while a job is
+running, or a deferred task times out while the job goes on, the retry would start a
+second job writing the same partitions (apache/airflow 42401, 60517). These subclasses
+look for a job of the same DAG, task, interval and run from the current attempt first:
+
+* still running: wait for it (deferred) instead of submitting;
+* succeeded: return it, submitting nothing;
+* from before the task was cleared and still running: cancel it, then submit.
+
+They also check the final state after a deferred wait, so a success event for a job
+that did not succeed fails the task (apache/airflow 69042).
+
+This module imports the Amazon provider; DAG files reach it only through
+``include.targets.aws.emr`` / ``sagemaker`` builders, which import it lazily.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from airflow.providers.amazon.aws.operators.emr import EmrServerlessStartJobOperator
+from airflow.providers.amazon.aws.operators.sagemaker import SageMakerTrainingOperator
+from airflow.providers.amazon.aws.triggers.emr import EmrServerlessStartJobTrigger
+from airflow.providers.amazon.aws.triggers.sagemaker import SageMakerTrigger
+
+from include.targets.aws.naming import attempt_tries, job_name, job_stem, training_job_name, try_of
+
+log = logging.getLogger(__name__)
+
+EMR_ACTIVE = ("SUBMITTED", "PENDING", "SCHEDULED", "RUNNING", "QUEUED")
+EMR_LOOKBACK = timedelta(days=7)
+RUN_TAG, TRY_TAG = "airflow_run_id", "airflow_try"
+
+
+class JobStateError(RuntimeError):
+    """A cloud job ended in a state other than success although the wait reported success."""
+
+
+def find_emr_serverless_run(client, application_id: str, stem: str, run_id: str, tries: range) -> dict:
+    """Job runs of ``stem`` and ``run_id``: {"reattach": newest active/successful run of ``tries``, "stale": [...]}.
+
+    ``list_job_runs`` cannot filter by name or tag, so runs of the last week are listed and
+    matched by name; the run id is read from each candidate's tags (``get_job_run``).
+    """
+    from botocore.exceptions import ClientError
+
+    since = datetime.now(timezone.utc) - EMR_LOOKBACK
+    pages = client.get_paginator("list_job_runs").paginate(
+        applicationId=application_id, createdAtAfter=since, states=[*EMR_ACTIVE, "SUCCESS"])
+    try:
+        candidates = [r for page in pages for r in page.get("jobRuns", []) if try_of(r.get("name", ""), stem)]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+            raise
+        candidates = []  # an application with no job run yet (moto); a missing one fails at submission, by name
+    reattach, stale = None, []
+    for summary in sorted(candidates, key=lambda r: (try_of(r["name"], stem), str(r.get("createdAt")))):
+        run = client.get_job_run(applicationId=application_id, jobRunId=summary["id"])["jobRun"]
+        if (run.get("tags") or {}).get(RUN_TAG) != run_id:
+            continue
+        n = try_of(run["name"], stem)
+        if n in tries:
+            reattach = run  # the newest try wins
+        elif run["state"] in EMR_ACTIVE:
+            stale.append(run)
+    return {"reattach": reattach, "stale": stale}
+
+
+class ReattachingEmrServerlessStartJobOperator(EmrServerlessStartJobOperator):
+    """``EmrServerlessStartJobOperator`` named ``<dag>.<task>.<interval>.try<n>`` that reattaches on retry.
+
+    Args:
+        interval_key: the interval's key (templated, e.g. from the ``resolve_interval`` XCom).
+        Every other argument is the provider operator's; ``name`` is set at run time.
+    """
+
+    template_fields = (*EmrServerlessStartJobOperator.template_fields, "interval_key")
+
+    def __init__(self, *, interval_key: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.interval_key = interval_key
+        self.reattached: str | None = None
+
+    def _identity(self, context) -> tuple[str, str, range, str]:
+        ti = context["ti"]
+        stem = job_stem(ti.dag_id, ti.task_id, self.interval_key)
+        tries = attempt_tries(ti.try_number, getattr(ti, "max_tries", None), self.retries or 0)
+        return stem, context["run_id"], tries, job_name(ti.dag_id, ti.task_id, self.interval_key, ti.try_number)
+
+    def execute(self, context, event: dict[str, Any] | None = None) -> str | None:
+        stem, run_id, tries, name = self._identity(context)
+        self.name = name
+        self.config = {**(self.config or {}),
+                       "tags": {**(self.config or {}).get("tags", {}), RUN_TAG: run_id,
+                                TRY_TAG: str(context["ti"].try_number)}}
+        found = find_emr_serverless_run(self.hook.conn, self.application_id, stem, run_id, tries)
+        for run in found["stale"]:
+            self.log.warning("Cancelling job run %s (%s): started before this task was cleared, still %s",
+                             run["jobRunId"], run["name"], run["state"])
+            self.hook.conn.cancel_job_run(applicationId=self.application_id, jobRunId=run["jobRunId"])
+        run = found["reattach"]
+        if run is None:
+            return super().execute(context, event)
+        self.job_id = self.reattached = run["jobRunId"]
+        if run["state"] == "SUCCESS":
+            self.log.info("Job run %s (%s) already succeeded for this run: not submitting again.",
+                          self.job_id, run["name"])
+            return self.job_id
+        self.log.info("Reattaching to job run %s (%s), %s, instead of submitting a second one.",
+                      self.job_id, run["name"], run["state"])
+        if not self.wait_for_completion:
+            return self.job_id
+        if self.deferrable:
+            self.defer(
+                trigger=EmrServerlessStartJobTrigger(
+                    application_id=self.application_id, job_id=self.job_id, waiter_delay=self.waiter_delay,
+                    waiter_max_attempts=self.waiter_max_attempts, aws_conn_id=self.aws_conn_id,
+                    region_name=self.region_name, verify=self.verify, botocore_config=self.botocore_config,
+                    cancel_on_kill=self.cancel_on_kill),
+                method_name="execute_complete",
+                timeout=timedelta(seconds=self.waiter_max_attempts * self.waiter_delay),
+            )
+        self.hook.get_waiter("serverless_job_completed").wait(
+            applicationId=self.application_id, jobRunId=self.job_id,
+            WaiterConfig={"Delay": self.waiter_delay, "MaxAttempts": self.waiter_max_attempts})
+        return self.execute_complete(context, {"status": "success", "job_details": {
+            "application_id": self.application_id, "job_id": self.job_id}})
+
+    def execute_complete(self, context, event: dict[str, Any] | None = None) -> str | None:
+        job_id = super().execute_complete(context, event)
+        state = self.hook.conn.get_job_run(applicationId=self.application_id, jobRunId=job_id)["jobRun"]["state"]
+        if state != "SUCCESS":
+            raise JobStateError(f"EMR Serverless job run {job_id} reported done but is {state}; see its driver log.")
+        return job_id
+
+
+class StoppingSageMakerTrigger(SageMakerTrigger):
+    """``SageMakerTrigger`` that stops the training job when the deferred task is killed (Airflow 3.3+)."""
+
+    async def on_kill(self) -> None:
+        from asgiref.sync import sync_to_async
+
+        if self.job_type.lower() == "training":
+            log.info("Stopping SageMaker training job %s", self.job_name)
+            await sync_to_async(self.hook().conn.stop_training_job)(TrainingJobName=self.job_name)
+
+
+class ReattachingSageMakerTrainingOperator(SageMakerTrainingOperator):
+    """``SageMakerTrainingOperator`` with a deterministic job name per run and try, reattach and stop-on-kill.
+
+    The provider can only rename a clashing job with a timestamp (a second job) or fail; this
+    operator names the job from DAG, task, interval, run and try, and on a retry waits for the
+    job an earlier try of the same attempt started (or returns it when it completed).
+    """
+
+    template_fields = (*SageMakerTrainingOperator.template_fields, "interval_key")
+    REATTACH_STATES = ("InProgress", "Completed")
+
+    def __init__(self, *, interval_key: str, **kwargs: Any) -> None:
+        kwargs.setdefault("check_if_job_exists", True)
+        kwargs.setdefault("action_if_job_exists", "fail")  # never a timestamped second job
+        super().__init__(**kwargs)
+        self.interval_key = interval_key
+        self.reattached: str | None = None
+
+    def _name(self, context, try_number: int) -> str:
+        ti = context["ti"]
+        return training_job_name(ti.dag_id, ti.task_id, self.interval_key, context["run_id"], try_number)
+
+    def _previous(self, context) -> dict | None:
+        from botocore.exceptions import ClientError
+
+        ti = context["ti"]
+        tries = attempt_tries(ti.try_number, getattr(ti, "max_tries", None), self.retries or 0)
+        for n in reversed(tries):
+            try:
+                desc = self.hook.describe_training_job(self._name(context, n))
+            except ClientError:
+                continue
+            if desc.get("TrainingJobStatus") in self.REATTACH_STATES:
+                return desc
+        return None
+
+    def execute(self, context) -> dict:
+        self.config = {**self.config, "TrainingJobName": self._name(context, context["ti"].try_number)}
+        previous = self._previous(context)
+        if previous is None:
+            return super().execute(context)
+        name = self.reattached = previous["TrainingJobName"]
+        self.config["TrainingJobName"] = name
+        if previous["TrainingJobStatus"] == "Completed" or not self.wait_for_completion:
+            self.log.info("Training job %s is %s: not starting another.", name, previous["TrainingJobStatus"])
+            return self.serialize_result(name)
+        self.log.info("Reattaching to training job %s (InProgress) instead of starting another.", name)
+        if self.deferrable:
+            self.defer(
+                trigger=StoppingSageMakerTrigger(
+                    job_name=name, job_type="Training", waiter_delay=self.check_interval,
+                    waiter_max_attempts=self.max_attempts, aws_conn_id=self.aws_conn_id,
+                    region_name=self.region_name, verify=self.verify, botocore_config=self.botocore_config),
+                method_name="execute_complete", timeout=self.execution_timeout)
+        self.hook.check_training_status_with_log(name, self.hook.non_terminal_states, self.hook.failed_states,
+                                                 False, self.check_interval)
+        return self.serialize_result(name)
+
+    def defer(self, *, trigger, method_name, kwargs=None, timeout=None):
+        """Route the provider's own deferral through the trigger that stops the job on kill."""
+        if type(trigger) is SageMakerTrigger:
+            trigger = StoppingSageMakerTrigger(
+                job_name=trigger.job_name, job_type=trigger.job_type, waiter_delay=trigger.waiter_delay,
+                waiter_max_attempts=trigger.attempts, aws_conn_id=trigger.aws_conn_id,
+                region_name=trigger.region_name, verify=trigger.verify, botocore_config=trigger.botocore_config)
+        super().defer(trigger=trigger, method_name=method_name, kwargs=kwargs, timeout=timeout)
+
+    def execute_complete(self, context, event: dict[str, Any] | None = None) -> dict:
+        result = super().execute_complete(context, event)
+        status = result["Training"].get("TrainingJobStatus")
+        if status != "Completed":
+            raise JobStateError(f"SageMaker training job {self.config.get('TrainingJobName')} reported done but is "
+                                f"{status}.")
+        return result
+
+    def on_kill(self) -> None:
+        name = self.config.get("TrainingJobName")
+        if name:
+            self.log.info("Stopping SageMaker training job %s", name)
+            self.hook.conn.stop_training_job(TrainingJobName=name)

@@ -1,0 +1,261 @@
+"""Settings of the AWS target, read from ``FLIGHTS_AWS_*`` environment variables.
+
+This module is the only reader of those variables (``include/config.py`` reads the rest).
+Every value is validated when the settings are built, so a typo fails at once with a
+message naming the variable and the fix, not an hour later inside a cloud job.
+``AwsSettings.example()`` gives placeholder settings for the explain plan and the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, replace
+
+from include.config import ConfigError
+from include.targets.aws.releases import DEFAULT_EMR_RELEASE, runtime
+
+# Accounts hosting the SageMaker XGBoost framework images ("sagemaker-xgboost" repository), from the
+# SageMaker Python SDK's image_uri_config/xgboost.json. Other regions: set FLIGHTS_AWS_TRAINING_IMAGE_URI.
+XGBOOST_IMAGE_ACCOUNTS = {
+    "us-east-1": "683313688378",
+    "us-east-2": "257758044811",
+    "us-west-1": "746614075791",
+    "us-west-2": "246618743249",
+    "eu-west-1": "141502667606",
+    "eu-west-2": "764974769150",
+    "eu-central-1": "492215442770",
+    "ap-northeast-1": "354813040037",
+    "ap-southeast-2": "783357654285",
+}
+
+SPARK_MODES = ("serverless", "ec2")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_ARN = re.compile(r"^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:\d{12}:[^\s']+$")
+_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+
+
+def _get(env, name: str, default: str = "") -> str:
+    return (env.get(name) or "").strip() or default
+
+
+def _int(env, name: str, default: int, minimum: int = 1) -> int:
+    raw = _get(env, name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number; set it to an integer ≥ {minimum}.") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} is below {minimum}; set it to an integer ≥ {minimum}.")
+    return value
+
+
+def _bool(env, name: str, default: bool) -> bool:
+    raw = _get(env, name, "true" if default else "false").lower()
+    if raw not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"{name}={raw!r} is not a boolean; use true or false.")
+    return raw in ("true", "1", "yes")
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    region: str
+    account_id: str
+    lake_bucket: str
+    artifacts_bucket: str
+    emr_job_role_arn: str
+    sagemaker_role_arn: str
+    lake_prefix: str = "lake"
+    artifacts_prefix: str = "artifacts"
+    spark_mode: str = "serverless"
+    emr_application_id: str = ""
+    emr_release: str = DEFAULT_EMR_RELEASE
+    emr_job_timeout_minutes: int = 120
+    emr_primary_instance_type: str = "m6i.xlarge"
+    emr_core_instance_type: str = "m6i.2xlarge"
+    emr_core_instance_count: int = 2
+    emr_subnet_id: str = ""
+    emr_service_role: str = "EMR_DefaultRole"
+    emr_instance_profile: str = "EMR_EC2_DefaultRole"
+    xgboost_framework_version: str = "1.7-1"
+    training_image_uri: str = ""
+    training_instance_type: str = "ml.g5.xlarge"
+    training_instance_count: int = 1
+    training_volume_gb: int = 30
+    training_max_runtime_s: int = 3600
+    training_spot: bool = False
+    training_max_wait_s: int = 7200
+    model_package_group: str = "flights-delay-xgboost"
+    redshift_workgroup: str = ""
+    redshift_cluster_id: str = ""
+    redshift_database: str = "dev"
+    redshift_db_user: str = ""
+    redshift_secret_arn: str = ""
+    redshift_copy_role_arn: str = ""
+    endpoint_url: str = ""
+    tags: dict = field(default_factory=lambda: {"project": "flights-lakehouse"})
+
+    # --- derived locations ---------------------------------------------------------------
+    @property
+    def lake_root(self) -> str:
+        return f"s3://{self.lake_bucket}/{self.lake_prefix.strip('/')}"
+
+    @property
+    def landing_root(self) -> str:
+        return f"s3://{self.lake_bucket}/landing"
+
+    @property
+    def artifacts_root(self) -> str:
+        return f"s3://{self.artifacts_bucket}/{self.artifacts_prefix.strip('/')}"
+
+    @property
+    def emr_logs_uri(self) -> str:
+        return f"{self.artifacts_root}/logs/emr/"
+
+    @property
+    def training_output_uri(self) -> str:
+        return f"{self.artifacts_root}/training/"
+
+    @property
+    def checkpoint_uri(self) -> str:
+        return f"{self.artifacts_root}/checkpoints/"
+
+    @property
+    def training_image(self) -> str:
+        """The XGBoost framework image of this region (or the one set explicitly)."""
+        if self.training_image_uri:
+            return self.training_image_uri
+        account = XGBOOST_IMAGE_ACCOUNTS.get(self.region)
+        if account is None:
+            raise ConfigError(
+                f"No SageMaker XGBoost image account is known for region {self.region}; set "
+                "FLIGHTS_AWS_TRAINING_IMAGE_URI (sagemaker.image_uris.retrieve('xgboost', region, version) prints it)."
+            )
+        suffix = "amazonaws.com.cn" if self.region.startswith("cn-") else "amazonaws.com"
+        return f"{account}.dkr.ecr.{self.region}.{suffix}/sagemaker-xgboost:{self.xgboost_framework_version}"
+
+    @property
+    def warehouse_kwargs(self) -> dict:
+        """Connection arguments of the Redshift Data API (serverless workgroup or provisioned cluster)."""
+        out = {"database": self.redshift_database}
+        if self.redshift_workgroup:
+            out["workgroup_name"] = self.redshift_workgroup
+        else:
+            out["cluster_identifier"] = self.redshift_cluster_id
+            if self.redshift_db_user:
+                out["db_user"] = self.redshift_db_user
+        if self.redshift_secret_arn:
+            out["secret_arn"] = self.redshift_secret_arn
+        return out
+
+    def placeholders(self) -> dict[str, str]:
+        """Values substituted into the IAM policy templates under infra/aws/iam/."""
+        return {
+            "REGION": self.region, "ACCOUNT_ID": self.account_id, "LAKE_BUCKET": self.lake_bucket,
+            "ARTIFACTS_BUCKET": self.artifacts_bucket, "EMR_APPLICATION_ID": self.emr_application_id or "*",
+            "EMR_JOB_ROLE_ARN": self.emr_job_role_arn, "SAGEMAKER_ROLE_ARN": self.sagemaker_role_arn,
+            "MODEL_PACKAGE_GROUP": self.model_package_group,
+            "REDSHIFT_WORKGROUP": self.redshift_workgroup or "*",
+            "REDSHIFT_CLUSTER_ID": self.redshift_cluster_id or "*",
+            "REDSHIFT_COPY_ROLE_ARN": self.redshift_copy_role_arn or self.emr_job_role_arn,
+        }
+
+    def client_kwargs(self) -> dict:
+        """Keyword arguments for ``boto3.client`` (region, and an emulator endpoint when set)."""
+        kw = {"region_name": self.region}
+        if self.endpoint_url:
+            kw["endpoint_url"] = self.endpoint_url
+        return kw
+
+    @classmethod
+    def example(cls, **overrides) -> "AwsSettings":
+        """Placeholder settings (account 123456789012) for the explain plan and tests."""
+        base = cls(
+            region="us-east-1", account_id="123456789012", lake_bucket="flights-lake-example",
+            artifacts_bucket="flights-artifacts-example",
+            emr_job_role_arn="arn:aws:iam::123456789012:role/flights-emr-job",
+            sagemaker_role_arn="arn:aws:iam::123456789012:role/flights-sagemaker-execution",
+            emr_application_id="00example0app0id", redshift_workgroup="flights",
+            redshift_copy_role_arn="arn:aws:iam::123456789012:role/flights-redshift-copy",
+        )
+        return replace(base, **overrides)
+
+
+def load_aws_settings(env=None) -> AwsSettings:
+    """Build and validate the AWS settings from ``env`` (default: the process environment)."""
+    env = os.environ if env is None else env
+    missing = [n for n in ("FLIGHTS_AWS_REGION", "FLIGHTS_AWS_ACCOUNT_ID", "FLIGHTS_AWS_LAKE_BUCKET",
+                           "FLIGHTS_AWS_EMR_JOB_ROLE_ARN", "FLIGHTS_AWS_SAGEMAKER_ROLE_ARN") if not _get(env, n)]
+    if missing:
+        raise ConfigError(
+            f"FLIGHTS_TARGET=aws needs {', '.join(missing)}; see docs/running-on-aws.md (Settings) for each value."
+        )
+    region = _get(env, "FLIGHTS_AWS_REGION")
+    if not _REGION.match(region):
+        raise ConfigError(f"FLIGHTS_AWS_REGION={region!r} is not a region name; use e.g. us-east-1.")
+    account = _get(env, "FLIGHTS_AWS_ACCOUNT_ID")
+    if not re.fullmatch(r"\d{12}", account):
+        raise ConfigError(f"FLIGHTS_AWS_ACCOUNT_ID={account!r} must be the 12-digit account number.")
+    lake = _get(env, "FLIGHTS_AWS_LAKE_BUCKET")
+    artifacts = _get(env, "FLIGHTS_AWS_ARTIFACTS_BUCKET", lake)
+    for name, bucket in (("FLIGHTS_AWS_LAKE_BUCKET", lake), ("FLIGHTS_AWS_ARTIFACTS_BUCKET", artifacts)):
+        if not _BUCKET.match(bucket):
+            raise ConfigError(f"{name}={bucket!r} is not an S3 bucket name (no s3:// prefix, lower case, 3-63 chars).")
+    arns = {n: _get(env, n) for n in ("FLIGHTS_AWS_EMR_JOB_ROLE_ARN", "FLIGHTS_AWS_SAGEMAKER_ROLE_ARN",
+                                      "FLIGHTS_AWS_REDSHIFT_SECRET_ARN", "FLIGHTS_AWS_REDSHIFT_COPY_ROLE_ARN")}
+    for name, arn in arns.items():
+        if arn and not _ARN.match(arn):
+            raise ConfigError(f"{name}={arn!r} is not an ARN; use the full arn:aws:... form.")
+    mode = _get(env, "FLIGHTS_AWS_SPARK_MODE", "serverless").lower()
+    if mode not in SPARK_MODES:
+        raise ConfigError(f"FLIGHTS_AWS_SPARK_MODE={mode!r} is not supported; use {' or '.join(SPARK_MODES)}.")
+    app_id = _get(env, "FLIGHTS_AWS_EMR_APPLICATION_ID")
+    if mode == "serverless" and not app_id:
+        raise ConfigError("FLIGHTS_AWS_SPARK_MODE=serverless needs FLIGHTS_AWS_EMR_APPLICATION_ID (the id printed by "
+                          "`aws emr-serverless create-application`), or set FLIGHTS_AWS_SPARK_MODE=ec2.")
+    release = _get(env, "FLIGHTS_AWS_EMR_RELEASE", DEFAULT_EMR_RELEASE)
+    try:
+        runtime(release)
+    except ValueError as exc:
+        raise ConfigError(f"FLIGHTS_AWS_EMR_RELEASE: {exc}") from None
+    workgroup, cluster = _get(env, "FLIGHTS_AWS_REDSHIFT_WORKGROUP"), _get(env, "FLIGHTS_AWS_REDSHIFT_CLUSTER_ID")
+    if workgroup and cluster:
+        raise ConfigError("Set FLIGHTS_AWS_REDSHIFT_WORKGROUP (Redshift Serverless) or FLIGHTS_AWS_REDSHIFT_CLUSTER_ID "
+                          "(provisioned), not both.")
+    spot = _bool(env, "FLIGHTS_AWS_TRAINING_SPOT", False)
+    max_runtime = _int(env, "FLIGHTS_AWS_TRAINING_MAX_RUNTIME_S", 3600, 60)
+    max_wait = _int(env, "FLIGHTS_AWS_TRAINING_MAX_WAIT_S", 2 * max_runtime, 60)
+    if spot and max_wait < max_runtime:
+        raise ConfigError(f"FLIGHTS_AWS_TRAINING_MAX_WAIT_S={max_wait} must be ≥ FLIGHTS_AWS_TRAINING_MAX_RUNTIME_S="
+                          f"{max_runtime} for managed spot training (SageMaker rejects it otherwise).")
+    instance_type = _get(env, "FLIGHTS_AWS_TRAINING_INSTANCE_TYPE", "ml.g5.xlarge")
+    if not instance_type.startswith("ml."):
+        raise ConfigError(f"FLIGHTS_AWS_TRAINING_INSTANCE_TYPE={instance_type!r} must be a SageMaker type (ml.*).")
+    return AwsSettings(
+        region=region, account_id=account, lake_bucket=lake, artifacts_bucket=artifacts,
+        emr_job_role_arn=arns["FLIGHTS_AWS_EMR_JOB_ROLE_ARN"],
+        sagemaker_role_arn=arns["FLIGHTS_AWS_SAGEMAKER_ROLE_ARN"],
+        lake_prefix=_get(env, "FLIGHTS_AWS_LAKE_PREFIX", "lake"),
+        artifacts_prefix=_get(env, "FLIGHTS_AWS_ARTIFACTS_PREFIX", "artifacts"),
+        spark_mode=mode, emr_application_id=app_id, emr_release=release,
+        emr_job_timeout_minutes=_int(env, "FLIGHTS_AWS_EMR_JOB_TIMEOUT_MIN", 120, 5),
+        emr_primary_instance_type=_get(env, "FLIGHTS_AWS_EMR_PRIMARY_INSTANCE_TYPE", "m6i.xlarge"),
+        emr_core_instance_type=_get(env, "FLIGHTS_AWS_EMR_CORE_INSTANCE_TYPE", "m6i.2xlarge"),
+        emr_core_instance_count=_int(env, "FLIGHTS_AWS_EMR_CORE_INSTANCE_COUNT", 2),
+        emr_subnet_id=_get(env, "FLIGHTS_AWS_EMR_SUBNET_ID"),
+        emr_service_role=_get(env, "FLIGHTS_AWS_EMR_SERVICE_ROLE", "EMR_DefaultRole"),
+        emr_instance_profile=_get(env, "FLIGHTS_AWS_EMR_INSTANCE_PROFILE", "EMR_EC2_DefaultRole"),
+        xgboost_framework_version=_get(env, "FLIGHTS_AWS_XGBOOST_FRAMEWORK_VERSION", "1.7-1"),
+        training_image_uri=_get(env, "FLIGHTS_AWS_TRAINING_IMAGE_URI"),
+        training_instance_type=instance_type,
+        training_instance_count=_int(env, "FLIGHTS_AWS_TRAINING_INSTANCE_COUNT", 1),
+        training_volume_gb=_int(env, "FLIGHTS_AWS_TRAINING_VOLUME_GB", 30),
+        training_max_runtime_s=max_runtime, training_spot=spot, training_max_wait_s=max_wait,
+        model_package_group=_get(env, "FLIGHTS_AWS_MODEL_PACKAGE_GROUP", "flights-delay-xgboost"),
+        redshift_workgroup=workgroup, redshift_cluster_id=cluster,
+        redshift_database=_get(env, "FLIGHTS_AWS_REDSHIFT_DATABASE", "dev"),
+        redshift_db_user=_get(env, "FLIGHTS_AWS_REDSHIFT_DB_USER"),
+        redshift_secret_arn=arns["FLIGHTS_AWS_REDSHIFT_SECRET_ARN"],
+        redshift_copy_role_arn=arns["FLIGHTS_AWS_REDSHIFT_COPY_ROLE_ARN"],
+        endpoint_url=_get(env, "FLIGHTS_AWS_ENDPOINT_URL"),
+    )
