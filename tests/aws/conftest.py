@@ -59,3 +59,14 @@ def boto(moto_endpoint):
 @pytest.fixture()
 def aws(moto_endpoint) -> AwsSettings:
     return AwsSettings.example(endpoint_url=moto_endpoint, account_id=ACCOUNT)
+
+
+@pytest.fixture()
+def buckets(aws, boto):
+    """The lake and artifacts buckets of ``aws``, created once on the server."""
+    s3 = boto("s3")
+    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    for bucket in (aws.lake_bucket, aws.artifacts_bucket):
+        if bucket not in existing:
+            s3.create_bucket(Bucket=bucket)
+    return s3

@@ -1,0 +1,48 @@
+"""The code artefact: reproducible bytes, and a content-addressed, idempotent upload to S3 (moto)."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import zipfile
+
+from include.targets.aws import artifact
+
+
+def test_same_source_same_digest_and_a_change_changes_it(tmp_path):
+    for pkg in ("include", "spark_jobs"):
+        (tmp_path / pkg).mkdir()
+        (tmp_path / pkg / "__init__.py").write_text("")
+    (tmp_path / "spark_jobs" / "job.py").write_text("print('a')\n")
+    first, second = artifact.build_artifact(tmp_path), artifact.build_artifact(tmp_path)
+    assert first.sha256 == second.sha256 and first.sourcedir_bytes == second.sourcedir_bytes
+    names = zipfile.ZipFile(io.BytesIO(first.zip_bytes)).namelist()
+    assert names == sorted(names) == ["include/__init__.py", "spark_jobs/__init__.py", "spark_jobs/job.py"]
+    assert {i.date_time for i in zipfile.ZipFile(io.BytesIO(first.zip_bytes)).infolist()} == {artifact.FIXED_DATE}
+    (tmp_path / "spark_jobs" / "job.py").write_text("print('b')\n")
+    assert artifact.build_artifact(tmp_path).sha256 != first.sha256
+
+
+def test_repository_artifact_holds_every_job_and_pinned_training_requirements():
+    a = artifact.build_artifact()
+    assert {"bronze_landing", "gold_flight_features", "gold_training_set", "predictions_flight_delay_risk",
+            "quality_gate"} <= set(a.scripts)
+    names = zipfile.ZipFile(io.BytesIO(a.zip_bytes)).namelist()
+    assert "include/training/train.py" in names and "include/targets/aws/sagemaker_entry.py" in names
+    assert not [n for n in names if "__pycache__" in n or not n.endswith(".py")]
+    with tarfile.open(fileobj=io.BytesIO(a.sourcedir_bytes), mode="r:gz") as tf:
+        reqs = tf.extractfile("requirements.txt").read().decode()
+    assert "xgboost==3.2.0\n" in reqs and "scikit-learn==" in reqs  # the lock's versions, CUDA build of xgboost
+
+
+def test_upload_is_content_addressed_and_idempotent(aws, buckets):
+    a = artifact.build_artifact()
+    root = aws.artifacts_root
+    first = artifact.upload(a, root, buckets)
+    assert first["zip"] == f"s3://{aws.artifacts_bucket}/artifacts/code/{a.sha256}/flights.zip"
+    assert int(first["written"]) == len(a.scripts) + 2
+    assert artifact.upload(a, root, buckets)["written"] == "0"  # re-upload writes nothing
+    key = first["zip"].split("/", 3)[3]
+    assert buckets.get_object(Bucket=aws.artifacts_bucket, Key=key)["Body"].read() == a.zip_bytes
+    script = a.script_uri(root, "bronze_landing").split("/", 3)[3]
+    assert buckets.head_object(Bucket=aws.artifacts_bucket, Key=script)["Metadata"]["source-sha256"] == a.sha256

@@ -1,0 +1,90 @@
+"""The Redshift interval load: rendered statements, and the delete-and-insert run on a real PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from include.targets.aws import redshift
+from include.targets.aws.emr import instantiate
+from include.targets.aws.settings import AwsSettings
+from include.warehouse import DDL, LOADS
+
+TABLE = "analytics.flight_outcomes"
+PREFIX = "s3://flights-lake-example/lake/exports/flight_outcomes/20130101_20130102/"
+ROLE = "arn:aws:iam::123456789012:role/flights-redshift-copy"
+D1, D2, D3 = date(2013, 1, 1), date(2013, 1, 2), date(2013, 1, 3)
+
+
+def test_statements_stage_copy_and_replace_the_interval_in_one_transaction():
+    sql = redshift.load_statements(TABLE, PREFIX, ROLE, D1, D2)
+    cols = ", ".join(LOADS[TABLE])
+    assert sql == [
+        f"CREATE TEMP TABLE stage_flight_outcomes (LIKE {TABLE})",
+        f"COPY stage_flight_outcomes ({cols}) FROM '{PREFIX}' IAM_ROLE '{ROLE}' FORMAT AS PARQUET",
+        "BEGIN",
+        f"DELETE FROM {TABLE} WHERE flight_date BETWEEN '2013-01-01' AND '2013-01-02'",
+        f"INSERT INTO {TABLE} ({cols}) SELECT {cols} FROM stage_flight_outcomes "
+        "WHERE flight_date BETWEEN '2013-01-01' AND '2013-01-02'",
+        "COMMIT",
+        "DROP TABLE stage_flight_outcomes",
+    ]
+    assert not any("REPLACE" in s or "TRUNCATE" in s for s in sql)
+
+
+def test_data_api_batch_has_no_explicit_transaction_and_templates_pass_through():
+    start = "{{ ti.xcom_pull(task_ids='resolve_interval')['start'] }}"
+    spec = redshift.load_job(AwsSettings.example(), task_id="load_outcomes", table=TABLE, s3_prefix=PREFIX,
+                             start=start, end="2013-01-02")
+    sql = spec.kwargs["sql"]
+    assert "BEGIN" not in sql and "COMMIT" not in sql  # BatchExecuteStatement is one transaction already
+    assert f"flight_date BETWEEN '{start}' AND '2013-01-02'" in sql[2]
+    assert spec.kwargs["workgroup_name"] == "flights" and spec.kwargs["deferrable"] is True
+    op = instantiate(spec)
+    assert op.sql == sql and op.deferrable
+
+
+@pytest.mark.parametrize("bad", ["s3://b/x' ; DROP TABLE t; --", "http://b/x/"])
+def test_unsafe_locations_are_refused(bad):
+    with pytest.raises(ValueError):
+        redshift.load_statements(TABLE, bad, ROLE, D1, D1)
+    with pytest.raises(KeyError):
+        redshift.load_statements("ops.task_runs", PREFIX, ROLE, D1, D1)
+
+
+def _load(conn, rows, start, end):
+    """Run the rendered statements verbatim, with the COPY replaced by inserting ``rows`` into the stage."""
+    conn.autocommit = True  # as in a SQL session: BEGIN/COMMIT in the statements delimit the transaction
+    cols = LOADS[TABLE]
+    with conn.cursor() as cur:
+        for stmt in redshift.load_statements(TABLE, PREFIX, ROLE, start, end):
+            if stmt.startswith("COPY "):
+                cur.executemany(f"INSERT INTO stage_flight_outcomes ({', '.join(cols)}) VALUES "
+                                f"({', '.join(['%s'] * len(cols))})", rows)
+            else:
+                cur.execute(stmt)
+
+
+def _rows(days, delay=5.0):
+    return [(f"{d:%Y%m%d}-UA-{n}", d, delay, delay, 0, False) for d in days for n in range(3)]
+
+
+def test_repeated_loads_are_exactly_once_on_postgres(postgres_url):
+    import psycopg2
+
+    conn = psycopg2.connect(postgres_url)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            for stmt in DDL:
+                cur.execute(stmt)
+            cur.execute(f"TRUNCATE {TABLE}")
+        _load(conn, _rows([D1, D2, D3]), D1, D2)
+        _load(conn, _rows([D1, D2, D3]), D1, D2)  # the rerun of the same interval
+        _load(conn, _rows([D2], delay=99.0), D2, D2)  # a corrected day
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT flight_date, count(*), max(arr_delay) FROM {TABLE} GROUP BY 1 ORDER BY 1")
+            assert cur.fetchall() == [(D1, 3, 5.0), (D2, 3, 99.0)]  # D3 was outside every interval loaded
+    finally:
+        conn.close()
