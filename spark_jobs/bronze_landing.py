@@ -36,14 +36,15 @@ from include.quality.rows import apply_row_rules
 from include.quality.suites import load_suite_dict
 from include.source.contract import CONTRACTS, DIMENSION_COLUMNS, NULL_TOKEN
 from spark_jobs.quality_gate import reference_params
-from spark_jobs.session import delta_exists, get_spark, interval_args, path_exists, replace_partitions
+from spark_jobs.session import (JobInputError, delta_exists, get_spark, interval_args, path_exists,
+                                replace_partitions, run_job, with_commit_retry)
 
 DAILY_DATASETS = ("flights", "weather")
 FILE_FIELDS = ("path", "sha256", "bytes", "utf8", "header", "data_lines")  # what inspect_bytes returns
 
 
-class LandingFileMissing(FileNotFoundError):
-    pass
+class LandingFileMissing(JobInputError, FileNotFoundError):
+    """An expected landing file is not there: deliver it, then clear the task."""
 
 
 def inspect_bytes(path: str, content: bytes) -> tuple:
@@ -172,8 +173,8 @@ def ingest_daily(spark: SparkSession, lake: str, landing: str, dataset: str, sta
         if delta_exists(spark, uri):  # every file of the interval was rejected: bronze holds nothing for it
             from delta.tables import DeltaTable
 
-            DeltaTable.forPath(spark, uri).delete(
-                f"{PARTITION_COLUMN} >= '{start}' AND {PARTITION_COLUMN} <= '{end}'")
+            with_commit_retry(lambda: DeltaTable.forPath(spark, uri).delete(
+                f"{PARTITION_COLUMN} >= '{start}' AND {PARTITION_COLUMN} <= '{end}'"), uri)
         return {"files": len(paths), "rows": 0, "quarantined": 0}
     df = frames[0]
     for other in frames[1:]:
@@ -188,10 +189,11 @@ def ingest_daily(spark: SparkSession, lake: str, landing: str, dataset: str, sta
 
 
 def _replace_dataset_partitions(spark, df: DataFrame, uri: str, dataset: str, start: date, end: date) -> None:
-    (df.write.format("delta").mode("overwrite").partitionBy(PARTITION_COLUMN)
-     .option("replaceWhere", f"dataset = '{dataset}' AND {PARTITION_COLUMN} >= '{start}' AND "
-                             f"{PARTITION_COLUMN} <= '{end}'")
-     .save(uri))
+    with_commit_retry(lambda: (
+        df.write.format("delta").mode("overwrite").partitionBy(PARTITION_COLUMN)
+        .option("replaceWhere", f"dataset = '{dataset}' AND {PARTITION_COLUMN} >= '{start}' AND "
+                                f"{PARTITION_COLUMN} <= '{end}'")
+        .save(uri)), uri)
 
 
 def merge_quarantine(spark: SparkSession, df: DataFrame, lake: str, dataset: str, start: date, end: date,
@@ -213,19 +215,20 @@ def merge_quarantine(spark: SparkSession, df: DataFrame, lake: str, dataset: str
     )
     uri = table_uri(lake, f"quarantine.{dataset}")
     in_interval = f"t.{PARTITION_COLUMN} >= '{start}' AND t.{PARTITION_COLUMN} <= '{end}'"
-    if not delta_exists(spark, uri):
-        bad.write.format("delta").mode("overwrite").partitionBy(PARTITION_COLUMN).save(uri)
-    else:
-        (DeltaTable.forPath(spark, uri).alias("t")
-         .merge(bad.alias("s"), f"t._row_id = s._row_id AND {in_interval}")
-         .whenMatchedUpdate(condition="t.status = 'superseded'", set={
-             "status": "s.status", "status_changed_at": "s.status_changed_at", "run_id": "s.run_id",
-             "status_changed_by": "s.status_changed_by", "status_reason": "s.status_reason"})
-         .whenNotMatchedInsertAll()
-         .whenNotMatchedBySourceUpdate(condition=f"{in_interval} AND t.status = 'held'", set={
-             "status": "'superseded'", "status_changed_at": "current_timestamp()",
-             "status_changed_by": "'bronze_landing'", "status_reason": "'no longer delivered'"})
-         .execute())
+    if not delta_exists(spark, uri):  # an empty table first, so there is one write path: the MERGE
+        with_commit_retry(lambda: bad.limit(0).write.format("delta").mode("append").partitionBy(PARTITION_COLUMN)
+                          .save(uri), uri)
+    with_commit_retry(lambda: (
+        DeltaTable.forPath(spark, uri).alias("t")
+        .merge(bad.alias("s"), f"t._row_id = s._row_id AND {in_interval}")
+        .whenMatchedUpdate(condition="t.status = 'superseded'", set={
+            "status": "s.status", "status_changed_at": "s.status_changed_at", "run_id": "s.run_id",
+            "status_changed_by": "s.status_changed_by", "status_reason": "s.status_reason"})
+        .whenNotMatchedInsertAll()
+        .whenNotMatchedBySourceUpdate(condition=f"{in_interval} AND t.status = 'held'", set={
+            "status": "'superseded'", "status_changed_at": "current_timestamp()",
+            "status_changed_by": "'bronze_landing'", "status_reason": "'no longer delivered'"})
+        .execute()), uri)
     return spark.read.format("delta").load(uri).filter(
         f"{PARTITION_COLUMN} >= '{start}' AND {PARTITION_COLUMN} <= '{end}' AND status = 'held'").count()
 
@@ -242,9 +245,9 @@ def release_held(spark: SparkSession, lake: str, dataset: str, start: date, end:
     if row_ids:
         cond += " AND _row_id IN (" + ",".join(f"'{r}'" for r in row_ids) + ")"
     n = spark.read.format("delta").load(uri).filter(cond).count()
-    DeltaTable.forPath(spark, uri).update(condition=cond, set={
+    with_commit_retry(lambda: DeltaTable.forPath(spark, uri).update(condition=cond, set={
         "status": F.lit("released"), "status_changed_at": F.current_timestamp(),
-        "status_changed_by": F.lit(by), "status_reason": F.lit(reason)})
+        "status_changed_by": F.lit(by), "status_reason": F.lit(reason)}), uri)
     return n
 
 
@@ -254,8 +257,9 @@ def ingest_dimensions(spark: SparkSession, lake: str, landing: str, run_id: str)
         if not path_exists(spark, path):
             raise LandingFileMissing(f"Dimension snapshot missing: expected {path}. Deliver it and clear the task.")
         df = with_metadata(read_landing_file(spark, path), path, run_id)
-        df.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(
-            table_uri(lake, f"bronze.{name}"))
+        target = table_uri(lake, f"bronze.{name}")
+        with_commit_retry(lambda: df.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+                          .save(target), target)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -277,4 +281,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_job(main)

@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from include.features import DELAY_THRESHOLD_MINUTES, FEATURES, HISTORY_DAYS, KEY_COLUMNS, LABEL
 from include.lake import PARTITION_COLUMN, export_uri, table_uri
 from spark_jobs.quality_gate import kept_rows
-from spark_jobs.session import delta_exists, get_spark, interval_args, replace_partitions
+from spark_jobs.session import delta_exists, get_spark, interval_args, replace_partitions, run_job, with_commit_retry
 
 META = ["_source_file", "_ingested_at", "_run_id"]
 
@@ -178,7 +178,7 @@ def merge_silver_flights(spark: SparkSession, updates: DataFrame, uri: str, star
         replace_partitions(updates, uri, start, end)
         return
     in_interval = f"t.{PARTITION_COLUMN} >= '{start}' AND t.{PARTITION_COLUMN} <= '{end}'"
-    (
+    with_commit_retry(lambda: (
         DeltaTable.forPath(spark, uri)
         .alias("t")
         .merge(updates.alias("s"), f"t.flight_id = s.flight_id AND t.{PARTITION_COLUMN} = s.{PARTITION_COLUMN} "
@@ -187,7 +187,7 @@ def merge_silver_flights(spark: SparkSession, updates: DataFrame, uri: str, star
         .whenNotMatchedInsertAll()
         .whenNotMatchedBySourceDelete(condition=in_interval)
         .execute()
-    )
+    ), uri)
 
 
 def run(spark: SparkSession, lake: str, start: date, end: date) -> dict[str, int]:
@@ -200,10 +200,11 @@ def run(spark: SparkSession, lake: str, start: date, end: date) -> dict[str, int
 
     merge_silver_flights(spark, to_silver_flights(flights_b), table_uri(lake, "silver.flights"), start, end)
     replace_partitions(to_silver_weather(weather_b), table_uri(lake, "silver.weather"), start, end)
-    to_silver_planes(bronze("planes")).write.format("delta").mode("overwrite").option(
-        "overwriteSchema", "true").save(table_uri(lake, "silver.planes"))
-    bronze("airlines").select("carrier", "name").write.format("delta").mode("overwrite").option(
-        "overwriteSchema", "true").save(table_uri(lake, "silver.airlines"))
+    for name, snapshot in (("silver.planes", to_silver_planes(bronze("planes"))),
+                           ("silver.airlines", bronze("airlines").select("carrier", "name"))):
+        uri = table_uri(lake, name)
+        with_commit_retry(lambda: snapshot.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+                          .save(uri), uri)
 
     silver = spark.read.format("delta").load(table_uri(lake, "silver.flights"))
     window = silver.filter(_between(PARTITION_COLUMN, start - timedelta(days=HISTORY_DAYS), end))
@@ -232,4 +233,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_job(main)

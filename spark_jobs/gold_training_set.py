@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 from include.features import FEATURES, KEY_COLUMNS, LABEL
 from include.lake import PARTITION_COLUMN, table_uri
 from include.training.split import time_split
-from spark_jobs.session import get_spark, interval_args, write_json
+from spark_jobs.session import get_spark, interval_args, run_job, write_json
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,4 +48,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_job(main)

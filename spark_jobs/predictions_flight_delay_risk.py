@@ -21,7 +21,7 @@ from include.features import FEATURES
 from include.lake import PARTITION_COLUMN, export_uri, table_uri
 from include.training.bundle import MODEL_FILE, SPEC_FILE
 from spark_jobs.quality_gate import run_checks
-from spark_jobs.session import get_spark, interval_args, read_text, replace_partitions, write_json
+from spark_jobs.session import get_spark, interval_args, read_text, replace_partitions, run_job, write_json
 
 PREDICTION_COLUMNS = ["flight_id", PARTITION_COLUMN, "carrier", "flight", "origin", "dest", "sched_dep_ts"]
 
@@ -80,4 +80,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_job(main)

@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 
 from include.lake import PARTITION_COLUMN, join, table_uri
 from include.quality.suites import build_suite, load_suite_dict, summarise
-from spark_jobs.session import delta_exists, get_spark, interval_args, write_json, write_text
+from spark_jobs.session import delta_exists, get_spark, interval_args, run_job, write_json, write_text
 
 TERRITORY_AIRPORTS = ["BQN", "PSE", "SJU", "STT"]  # served from New York, missing from the airports table
 TRAILING_DAYS, MIN_HISTORY_DAYS, BAND = 28, 7, (0.5, 1.5)
@@ -218,4 +218,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_job(main)

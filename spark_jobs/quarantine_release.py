@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 from spark_jobs.bronze_landing import release_held
-from spark_jobs.session import get_spark, interval_args
+from spark_jobs.session import get_spark, interval_args, run_job
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,4 +28,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run_job(main)

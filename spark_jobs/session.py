@@ -11,10 +11,26 @@ import argparse
 import glob
 import json
 import os
+import random
+import sys
+import time
+from collections.abc import Callable
 from datetime import date
+from typing import TypeVar
 
 from pyspark import SparkConf
 from pyspark.sql import SparkSession
+
+T = TypeVar("T")
+
+# Exit status of a job that failed for a reason a retry cannot fix (bad input or arguments).
+# The local runner turns it into a failure that is not retried; argparse's own status is 2.
+PERMANENT_EXIT = 3
+
+
+class JobInputError(ValueError):
+    """The job's input or arguments are wrong: rerunning the same job will fail the same way."""
+
 
 LOCAL_DEFAULTS = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
@@ -99,11 +115,59 @@ def delta_exists(spark: SparkSession, uri: str) -> bool:
 
 def replace_partitions(df, uri: str, start: date, end: date, partition_column: str = "flight_date") -> None:
     """Overwrite exactly the partitions of [start, end] with ``df`` (idempotent per interval)."""
-    (
+    with_commit_retry(lambda: (
         df.write.format("delta")
         .mode("overwrite")
         .option("replaceWhere", f"{partition_column} >= '{start}' AND {partition_column} <= '{end}'")
         .option("mergeSchema", "true")
         .partitionBy(partition_column)
         .save(uri)
-    )
+    ), uri)
+
+
+def delta_conflicts() -> tuple[type[Exception], ...]:
+    """Delta's commit-conflict errors (its Python classes share no common base)."""
+    from delta import exceptions as dx
+
+    return (dx.DeltaConcurrentModificationException, dx.ConcurrentWriteException, dx.MetadataChangedException,
+            dx.ProtocolChangedException, dx.ConcurrentAppendException, dx.ConcurrentDeleteReadException,
+            dx.ConcurrentDeleteDeleteException, dx.ConcurrentTransactionException)
+
+
+def with_commit_retry(action: Callable[[], T], what: str, attempts: int | None = None) -> T:
+    """Run a Delta write, retrying when a concurrent commit conflicts with it.
+
+    Runs of different days write disjoint partitions, but shared tables (dimension
+    snapshots, the landing-file manifest, quarantine) can see two writers at once when
+    ``max_active_runs`` is above 1. Delta then raises a concurrent-modification error for
+    the loser; its write is replanned against the new snapshot and committed again.
+    """
+    conflicts = delta_conflicts()
+    attempts = attempts or int(os.environ.get("FLIGHTS_DELTA_COMMIT_ATTEMPTS", "8"))
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except conflicts as exc:
+            if attempt == attempts:
+                raise
+            delay = min(20.0, 0.5 * 2 ** attempt) * (0.5 + random.random())
+            print(f"Concurrent Delta commit on {what} ({type(exc).__name__}); attempt {attempt + 1}/{attempts} "
+                  f"in {delay:.1f}s", flush=True)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def run_job(main: Callable[[list[str]], object], argv: list[str] | None = None) -> None:
+    """A job's ``__main__``: a failure a retry cannot fix exits with PERMANENT_EXIT.
+
+    Bad input (JobInputError) and plans that cannot resolve (a missing table or column:
+    AnalysisException) are permanent; anything else (lost executors, I/O errors, memory)
+    exits with status 1 and is retried by the task.
+    """
+    from pyspark.errors import AnalysisException
+
+    try:
+        main(sys.argv[1:] if argv is None else argv)
+    except (JobInputError, AnalysisException) as exc:
+        print(f"PERMANENT FAILURE {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        sys.exit(PERMANENT_EXIT)
