@@ -6,6 +6,7 @@ target's seams, never to a concrete cloud.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from datetime import timedelta
@@ -14,11 +15,30 @@ from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
+from include.config import ConfigError
 from include.intervals import Interval, IntervalError, parse_date, resolve_interval
 from include.lake import export_uri, join, landing_file
 from include.targets import get_target
 
 log = logging.getLogger(__name__)
+
+# Errors a retry cannot fix. Everything else (a lost executor, a network blip, a locked
+# file) is retried with exponential backoff by the task's default_args.
+PERMANENT_ERRORS = (ConfigError, IntervalError)
+
+
+def fails_fast(step):
+    """Turn a configuration or input error into a failure Airflow does not retry."""
+
+    @functools.wraps(step)
+    def run(*args, **kwargs):
+        try:
+            return step(*args, **kwargs)
+        except PERMANENT_ERRORS as exc:
+            raise AirflowFailException(f"{exc}\n(Not retried: fix the setting or the input, then clear the task.)") \
+                from exc
+
+    return run
 
 
 def job_name(context: dict, interval: Interval) -> str:
@@ -34,6 +54,7 @@ def _interval_args(target, interval: Interval, run_id: str) -> list[str]:
 # --- flights_daily ---------------------------------------------------------------------------
 
 
+@fails_fast
 def resolve(context: dict) -> dict:
     try:
         interval = resolve_interval(context["params"], context.get("data_interval_start"),
@@ -44,6 +65,7 @@ def resolve(context: dict) -> dict:
     return interval.to_dict()
 
 
+@fails_fast
 def check_landing(interval: Interval) -> dict:
     target = get_target()
     expected = [landing_file(target.lake.landing_root, ds, d) for d in interval.days() for ds in ("flights", "weather")]
@@ -56,6 +78,7 @@ def check_landing(interval: Interval) -> dict:
     return {"files": len(expected)}
 
 
+@fails_fast
 def ingest_bronze(context: dict, interval: Interval) -> None:
     target = get_target()
     args = _interval_args(target, interval, context["run_id"]) + ["--landing", target.lake.landing_root]
@@ -67,6 +90,7 @@ def ingest_bronze(context: dict, interval: Interval) -> None:
     target.spark.submit("bronze_landing", args, name=job_name(context, interval))
 
 
+@fails_fast
 def validate(context: dict, interval: Interval, checks: dict[str, str], name: str) -> dict:
     from include.quality.gate import run_gate
 
@@ -74,12 +98,14 @@ def validate(context: dict, interval: Interval, checks: dict[str, str], name: st
     return run_gate(get_target(), checks, interval, context["run_id"], ti.dag_id, name)
 
 
+@fails_fast
 def build_features(context: dict, interval: Interval) -> None:
     target = get_target()
     target.spark.submit("gold_flight_features", _interval_args(target, interval, context["run_id"]),
                         name=job_name(context, interval))
 
 
+@fails_fast
 def score(context: dict, interval: Interval) -> dict:
     target = get_target()
     champion = target.registry.champion()
@@ -99,6 +125,7 @@ def score(context: dict, interval: Interval) -> dict:
     return {"scored": True, "model_version": champion.version}
 
 
+@fails_fast
 def load_warehouse(interval: Interval, scoring: dict) -> dict:
     target = get_target()
     root = target.lake.root
@@ -116,6 +143,7 @@ def load_warehouse(interval: Interval, scoring: dict) -> dict:
 # --- flights_training ------------------------------------------------------------------------
 
 
+@fails_fast
 def resolve_window(context: dict) -> dict:
     p = context["params"]
     try:
@@ -137,6 +165,7 @@ def resolve_window(context: dict) -> dict:
     return window.to_dict()
 
 
+@fails_fast
 def export_training_set(context: dict, window: Interval) -> str:
     target = get_target()
     safe_run = "".join(c if c.isalnum() or c in "-_." else "_" for c in context["run_id"])
@@ -148,6 +177,7 @@ def export_training_set(context: dict, window: Interval) -> str:
     return out
 
 
+@fails_fast
 def train(context: dict, dataset_uri: str) -> dict:
     from include.targets.base import TrainingRequest
 
@@ -161,6 +191,7 @@ def train(context: dict, dataset_uri: str) -> dict:
             "device": outputs.device}
 
 
+@fails_fast
 def register(context: dict, trained: dict, window: Interval) -> dict:
     from include.targets.base import TrainingOutputs
 
@@ -174,6 +205,7 @@ def register(context: dict, trained: dict, window: Interval) -> dict:
     return {"name": version.name, "version": version.version, "run_id": version.run_id, "url": version.url}
 
 
+@fails_fast
 def promote(context: dict, registered: dict, trained: dict, dataset_uri: str, min_auc_gain: float) -> dict:
     from include.alerts import Alert, interval_of, send_alert
     from include.targets.base import ModelVersion

@@ -6,13 +6,15 @@ import glob
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 from collections import deque
 from pathlib import Path
 
 from include.config import REPO_ROOT, ConfigError, Settings
-from include.targets.base import SparkJobFailed, Target, TrainingOutputs, TrainingRequest
+from include.targets.base import (PERMANENT_EXIT_CODES, SparkJobFailed, SparkJobRejected, Target, TrainingOutputs,
+                                  TrainingRequest)
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +65,7 @@ class LocalSparkRunner:
             *args,
         ]
 
-    def submit(self, job: str, args: list[str], *, name: str) -> None:
-        cmd = self.command(job, args, name=name)
+    def environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
             PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")])),
@@ -74,10 +75,18 @@ class LocalSparkRunner:
             FLIGHTS_JARS_DIR=str(self.cfg.jars_dir),
             GX_ANALYTICS_ENABLED="false",
         )
+        return env
+
+    def launch(self, job: str, args: list[str], *, name: str) -> subprocess.Popen:
+        """Start the job in its own process group (the JVM, the Python driver and its workers)."""
+        cmd = self.command(job, args, name=name)
         log.info("spark-submit %s: %s", name, " ".join(cmd[-len(args) - 1:]))
+        return subprocess.Popen(cmd, env=self.environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, cwd=REPO_ROOT, start_new_session=True)
+
+    def submit(self, job: str, args: list[str], *, name: str) -> None:
         tail: deque[str] = deque(maxlen=40)
-        with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              cwd=REPO_ROOT, start_new_session=True) as proc:
+        with self.launch(job, args, name=name) as proc:
             try:
                 for line in proc.stdout:
                     line = line.rstrip()
@@ -86,11 +95,24 @@ class LocalSparkRunner:
                         log.info("[%s] %s", job, line)
                 rc = proc.wait()
             except BaseException:
-                proc.kill()  # a killed or timed-out task never leaves its Spark job behind
+                kill_group(proc)  # a killed or timed-out task never leaves its Spark job behind
                 raise
         if rc != 0:
-            errors = [line for line in tail if "Error" in line or "Exception" in line] or list(tail)[-5:]
-            raise SparkJobFailed(f"Spark job {name} ({job}) exited with code {rc}: {errors[-1]}\n" + "\n".join(tail))
+            errors = [line for line in tail if "Error" in line or "Exception" in line or "PERMANENT" in line]
+            first = (errors or list(tail)[-5:] or ["(no output)"])[-1]
+            if rc in PERMANENT_EXIT_CODES:
+                raise SparkJobRejected(f"Spark job {name} ({job}) rejected its input (exit {rc}), so it is not "
+                                       f"retried: {first}\n" + "\n".join(tail))
+            raise SparkJobFailed(f"Spark job {name} ({job}) exited with code {rc}: {first}\n" + "\n".join(tail))
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the job's whole process group, then reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 class LocalTrainer:
