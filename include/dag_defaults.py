@@ -15,6 +15,11 @@ OWNER = "flights-data-platform"
 # The one controlled list of tags; the DAG integrity test rejects any other.
 APPROVED_TAGS = frozenset({"flights", "lakehouse", "daily", "training", "ml", "quality", "warehouse"})
 
+# Every task that launches a Spark job runs in this pool, so the machine (or the cluster's
+# queue) never holds more Spark jobs than it can run: `make airflow-init` creates it with
+# FLIGHTS_SPARK_POOL_SLOTS slots (default: one per two cores; a local job uses local[2]).
+SPARK_POOL = os.environ.get("FLIGHTS_SPARK_POOL", "spark")
+
 SPARK_TIMEOUT = timedelta(minutes=int(os.environ.get("FLIGHTS_SPARK_TIMEOUT_MIN", "60")))
 TRAINING_TIMEOUT = timedelta(minutes=int(os.environ.get("FLIGHTS_TRAINING_TIMEOUT_MIN", "120")))
 

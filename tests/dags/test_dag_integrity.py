@@ -67,6 +67,19 @@ def test_dag_conventions(dagbag, dag_id):
         assert t.on_failure_callback, f"{t.task_id} must alert on failure"
 
 
+SPARK_TASKS = {
+    "flights_daily": {"ingest_bronze", "validate_bronze", "build_features", "validate_gold", "score_flights"},
+    "flights_training": {"export_training_set"},
+}
+
+
+@pytest.mark.parametrize("dag_id", sorted(SPARK_TASKS))
+def test_every_spark_task_runs_in_the_spark_pool(dagbag, dag_id):
+    dag = dagbag.dags[dag_id]
+    in_pool = {t.task_id for t in dag.tasks if t.pool == "spark"}
+    assert in_pool == SPARK_TASKS[dag_id]  # a Spark job outside the pool could overload the machine
+
+
 def test_daily_dag_structure(dagbag):
     dag = dagbag.dags["flights_daily"]
     order = ["resolve_interval", "check_landing_files", "ingest_bronze", "validate_bronze", "build_features",
