@@ -77,6 +77,9 @@ def airflow_db(flights_home):
     airflow = Path(sys.executable).with_name("airflow")
     out = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True, env=os.environ.copy())
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    out = subprocess.run([str(airflow), "pools", "set", "spark", "1", "Concurrent Spark jobs"], capture_output=True,
+                         text=True, env=os.environ.copy())
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     return flights_home / "airflow"
 
 

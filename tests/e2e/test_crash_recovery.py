@@ -9,6 +9,7 @@ twice, as soon as the first data file lands and half a second later.
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import threading
 import time
@@ -48,15 +49,22 @@ def _args(job: str, lake: Path, interval: Interval, landing: Path, bundle: Path)
     return args
 
 
+class InProcessSpark:
+    """The clean runs: a job's ``main`` on this process's session (the crashes use spark-submit)."""
+
+    def submit(self, job, args, *, name):
+        importlib.import_module(f"spark_jobs.{job}").main(args)
+
+
 @pytest.fixture(scope="module")
-def states(tmp_path_factory):
+def states(tmp_path_factory, spark):
     """Clean lakes at each step of the day's run: history, +bronze, +gold, +scored."""
     from include.training.train import train_and_evaluate
 
     root = tmp_path_factory.mktemp("crash")
     landing = root / "landing"
     land(Interval(HISTORY.start, DAY.end), landing)
-    runner = LocalSparkRunner(settings())
+    runner = InProcessSpark()
     lake = root / "history" / "lake"
     bundle = root / "model"
 
@@ -78,7 +86,8 @@ def states(tmp_path_factory):
         runner.submit(job, _args(job, lake, DAY, landing, bundle / "bundle"), name=f"setup-{job}")
         snaps[step] = lake_snapshot(lake)
     assert snaps["scored"]["predictions.flight_delay_risk"][0] > snaps["history"]["predictions.flight_delay_risk"][0]
-    return {"root": root, "landing": landing, "bundle": bundle / "bundle", "snapshots": snaps, "runner": runner}
+    return {"root": root, "landing": landing, "bundle": bundle / "bundle", "snapshots": snaps, "runner": runner,
+            "spark_submit": LocalSparkRunner(settings())}
 
 
 class Reader(threading.Thread):
@@ -95,7 +104,7 @@ class Reader(threading.Thread):
                 self.seen.add(frame_hash(read_delta(self.table_dir)))
             except Exception as exc:  # an unreadable table is exactly what this test must catch
                 self.errors.append(repr(exc))
-            time.sleep(0.05)
+            time.sleep(0.3)
 
 
 def _data_files(table_dir: Path) -> set[Path]:
@@ -136,14 +145,14 @@ def test_sigkill_mid_write_leaves_readable_tables_and_the_rerun_converges(states
 
     reader = Reader(table_dir)
     reader.start()
-    rc = _kill_during_write(states["runner"], job, args, table_dir, delay)
+    rc = _kill_during_write(states["spark_submit"], job, args, table_dir, delay)
     assert rc == -9, f"the job was not killed by SIGKILL (exit {rc})"
 
     after_kill = lake_snapshot(lake)  # every table in the lake reads as a committed version
     assert after_kill[table] in (snaps[before_step][table], snaps[after_step][table])  # old or new, never a mix
     assert set(after_kill) <= set(snaps[after_step])
 
-    states["runner"].submit(job, args, name=f"rerun-{job}")  # the retry Airflow would make
+    states["runner"].submit(job, args, name=f"rerun-{job}")  # the retry, same code as the killed job
     reader.stop.set()
     reader.join(timeout=30)
 
