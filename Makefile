@@ -28,7 +28,7 @@ SPARK_POOL_SLOTS ?= $(or $(FLIGHTS_SPARK_POOL_SLOTS),$(shell python3 -c 'import 
 START ?= 2013-01-01
 END   ?= 2013-03-07
 
-.PHONY: help install jars airflow-init land run test test-fast lock env release rollback clean
+.PHONY: help install jars airflow-init land run test test-fast lock env plan release rollback clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -36,6 +36,7 @@ help:  ## list the targets
 $(VENV)/.installed: requirements.txt
 	@echo "==> Python environment from the lock (requirements.txt)"
 	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	@$(VENV)/bin/python -m pip --version >/dev/null 2>&1 || $(VENV)/bin/python -m ensurepip >/dev/null
 	@$(VENV)/bin/python -m pip install -q --upgrade "uv==0.13.9"
 	@$(VENV)/bin/uv pip install -q --python $(PY) -r requirements.txt
 	@touch $@
@@ -75,6 +76,9 @@ env:  ## print the environment as export lines: eval "$$(make -s env)"
 	@for v in FLIGHTS_HOME FLIGHTS_JARS_DIR AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER AIRFLOW__CORE__PLUGINS_FOLDER \
 		AIRFLOW__CORE__LOAD_EXAMPLES PYTHONPATH SPARK_LOCAL_IP MLFLOW_DISABLE_TELEMETRY GX_ANALYTICS_ENABLED; do \
 		printf 'export %s=%q\n' "$$v" "$${!v}"; done
+
+plan: install  ## what a run would launch and cost, launching nothing: make plan TARGET=aws|local
+	@$(PY) -m include.plan --target $(or $(TARGET),local)
 
 release: install  ## release held quarantine rows: make release DATASET=flights START=... END=... REASON="..."
 	@test -n "$(REASON)" || { echo 'Say why: make release ... REASON="carrier list fixed"'; exit 2; }
