@@ -96,8 +96,8 @@ def daily_files(spark: SparkSession, landing: str, dataset: str, day: date) -> l
     return sorted(str(s.getPath().toString()) for s in statuses)
 
 
-def read_landing_file(spark: SparkSession, path: str, header: list[str] | None = None) -> DataFrame:
-    """One delivered CSV as strings under its own header; unparsable rows keep ``_corrupt_record``."""
+def read_landing_file(spark: SparkSession, path: str | list[str], header: list[str] | None = None) -> DataFrame:
+    """Delivered CSVs as strings under their header; unparsable rows keep ``_corrupt_record``."""
     reader = spark.read.option("header", True).option("nullValue", NULL_TOKEN).option("encoding", "UTF-8")
     if header is not None:
         schema = T.StructType([T.StructField(c, T.StringType()) for c in header]
@@ -106,6 +106,34 @@ def read_landing_file(spark: SparkSession, path: str, header: list[str] | None =
                                                                            "_corrupt_record")
     df = reader.csv(path)
     return df.withColumn("_source_columns", F.lit(",".join(header or df.columns)))
+
+
+def read_accepted(spark: SparkSession, accepted: list[tuple[str, date, str, list[str]]], run_id: str) -> DataFrame:
+    """The accepted files of an interval, one read per distinct header (usually a single read).
+
+    Each row is tagged with its file, the day the file was delivered for and the file's
+    hash, by joining Spark's own record of the file a row came from with the manifest.
+    A range run over a year reads its 365 files in one scan instead of a 365-way union.
+    """
+    groups: dict[tuple[str, ...], list[tuple[str, date, str]]] = {}
+    for path, day, sha, header in accepted:
+        groups.setdefault(tuple(header), []).append((path, day, sha))
+    frames = []
+    for header, files in groups.items():
+        meta = spark.createDataFrame([(_plain(p), p, d, s) for p, d, s in files],
+                                     "_plain string, _source_file string, flight_date date, _source_sha256 string")
+        df = read_landing_file(spark, [p for p, _, _ in files], list(header))
+        df = (df.withColumn("_plain", F.regexp_replace(F.input_file_name(), r"^file:/+", "/"))
+              .join(F.broadcast(meta), "_plain", "left").drop("_plain")
+              .withColumn("_ingested_at", F.current_timestamp()).withColumn("_run_id", F.lit(run_id)))
+        frames.append(df.select(*[c for c in df.columns if c not in META_COLUMNS], *META_COLUMNS))
+    out = frames[0]
+    for other in frames[1:]:
+        out = out.unionByName(other, allowMissingColumns=True)
+    return out
+
+
+META_COLUMNS = ("_source_file", "_source_sha256", "_ingested_at", "_run_id", PARTITION_COLUMN)
 
 
 def with_metadata(df: DataFrame, source_file: str, run_id: str, day: date | None = None, sha: str = "") -> DataFrame:
@@ -150,7 +178,7 @@ def ingest_daily(spark: SparkSession, lake: str, landing: str, dataset: str, sta
     # one pass over the bytes in the executors; only a few numbers per file come back
     stats = {_plain(s[0]): dict(zip(FILE_FIELDS, s)) for s in
              spark.sparkContext.binaryFiles(",".join(paths)).map(lambda kv: inspect_bytes(*kv)).collect()}
-    manifest, frames = [], []
+    manifest, accepted = [], []
     for day, day_files in files.items():
         seen: dict[str, str] = {}
         for path in day_files:
@@ -159,7 +187,7 @@ def ingest_daily(spark: SparkSession, lake: str, landing: str, dataset: str, sta
             if status == "accepted":
                 seen[st["sha256"]] = path
                 header = [h.strip() for h in st["header"].split(",")]
-                frames.append(with_metadata(read_landing_file(spark, path, header), path, run_id, day, st["sha256"]))
+                accepted.append((path, day, st["sha256"], header))
             manifest.append((dataset, day, path, st["sha256"], st["bytes"], st["data_lines"], status, issues, run_id))
             print(f"{dataset} {day} {path}: {status} {'; '.join(issues)}")
 
@@ -169,20 +197,21 @@ def ingest_daily(spark: SparkSession, lake: str, landing: str, dataset: str, sta
     _replace_dataset_partitions(spark, mf, table_uri(lake, "bronze.landing_files"), dataset, start, end)
 
     uri = table_uri(lake, f"bronze.{dataset}")
-    if not frames:
+    if not accepted:
         if delta_exists(spark, uri):  # every file of the interval was rejected: bronze holds nothing for it
             from delta.tables import DeltaTable
 
             with_commit_retry(lambda: DeltaTable.forPath(spark, uri).delete(
                 f"{PARTITION_COLUMN} >= '{start}' AND {PARTITION_COLUMN} <= '{end}'"), uri)
         return {"files": len(paths), "rows": 0, "quarantined": 0}
-    df = frames[0]
-    for other in frames[1:]:
-        df = df.unionByName(other, allowMissingColumns=True)
+    df = read_accepted(spark, accepted, run_id)
     data_cols = [c for c in df.columns if not c.startswith("_") and c != PARTITION_COLUMN]
     df = apply_row_rules(with_row_date(_row_ids(df, dataset, data_cols)), load_suite_dict(f"bronze/{dataset}"),
                          params)
     df = df.drop("_row_seq").cache()
+    if df.filter(F.col("_source_sha256").isNull()).limit(1).count():  # never write a row without its file
+        raise RuntimeError(f"Could not attribute every {dataset} row of {start}..{end} to its landing file "
+                           f"(Spark named a file differently from the manifest): nothing was written.")
     replace_partitions(df.drop("_raw"), uri, start, end)
     held = merge_quarantine(spark, df, lake, dataset, start, end, run_id)
     return {"files": len(paths), "rows": df.count(), "quarantined": held}
