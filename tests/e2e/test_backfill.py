@@ -1,0 +1,127 @@
+"""Backfills through the real scheduler: ``airflow backfill create`` equals the daily runs it
+replaces, in any order and with several runs at once, and every rerun leaves the same state.
+
+Two deployments, each with its own lake, warehouse and metadata database:
+
+* ``daily``: a forward backfill with one active run: the days one by one, the reference;
+* ``concurrent``: ``--run-backwards`` with three active runs and two Spark pool slots, so
+  runs of different days write the same tables at the same time.
+
+The concurrent lake is then rerun three ways (a backfill with ``reprocess_behavior=completed``,
+one range run over the same days, and a task clear of the last day) and compared with the
+reference after each. ``FLIGHTS_BACKFILL_TEST_DAYS`` sets the number of days: 2 by default,
+to keep the slow tier near half an hour on two cores (``FLIGHTS_BACKFILL_TEST_DAYS=31`` runs
+the month).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import date, datetime, timedelta
+
+import pytest
+
+from include.intervals import Interval
+from include.source.landing import land
+from tests.e2e.airflow_stack import AirflowStack
+from tests.e2e.snapshots import lake_snapshot, warehouse_snapshot
+
+pytestmark = pytest.mark.slow
+
+DAYS = int(os.environ.get("FLIGHTS_BACKFILL_TEST_DAYS", "2"))
+FIRST = date(2013, 1, 1)
+LAST = FIRST + timedelta(days=DAYS - 1)
+TIMEOUT = 600 + 300 * DAYS
+
+
+def _state(home) -> dict:
+    from include.warehouse.duckdb import DuckDBWarehouse
+
+    return {**lake_snapshot(home / "lake"),
+            **warehouse_snapshot(DuckDBWarehouse(home / "warehouse" / "flights.duckdb"), ("analytics.flight_outcomes",))}
+
+
+def _backfill(stack: AirflowStack, *options: str) -> int:
+    stack.cli("backfill", "create", "--dag-id", "flights_daily", "--from-date", str(FIRST), "--to-date", str(LAST),
+              *options)
+    backfill_id = stack.latest_backfill_id()
+    stack.wait_for_backfill(backfill_id, TIMEOUT)
+    return backfill_id
+
+
+def _runs(stack: AirflowStack) -> list[tuple]:
+    """(logical date, state, start, end) of the backfill runs, by start time."""
+    rows = stack.sql("SELECT logical_date, state, start_date, end_date FROM dag_run "
+                     "WHERE dag_id = 'flights_daily' AND run_type = 'backfill' ORDER BY start_date, logical_date")
+    return [(r[0][:10], r[1], datetime.fromisoformat(r[2]), datetime.fromisoformat(r[3])) for r in rows]
+
+
+def _max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
+    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda x: (x[0], x[1]))
+    peak = now = 0
+    for _, step in events:
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+def _deployment(tmp_path_factory, name: str, pool_slots: int) -> AirflowStack:
+    home = tmp_path_factory.mktemp(name)
+    land(Interval(FIRST, LAST), home / "landing")
+    return AirflowStack(home, spark_pool_slots=pool_slots).start()
+
+
+@pytest.fixture(scope="module")
+def daily(tmp_path_factory):
+    stack = _deployment(tmp_path_factory, "daily", pool_slots=1)
+    try:
+        _backfill(stack, "--max-active-runs", "1")
+        return {"runs": _runs(stack), "state": _state(stack.home)}
+    finally:
+        stack.stop()  # before the next deployment starts: one on the machine at a time
+
+
+@pytest.fixture(scope="module")
+def concurrent(tmp_path_factory, daily):  # after the reference: one deployment on the machine at a time
+    stack = _deployment(tmp_path_factory, "concurrent", pool_slots=2)
+    try:
+        _backfill(stack, "--run-backwards", "--max-active-runs", "3")
+        yield stack
+    finally:
+        stack.stop()
+
+
+def test_the_daily_backfill_runs_every_day_once_in_order(daily):
+    runs = daily["runs"]
+    assert [r[0] for r in runs] == [str(FIRST + timedelta(days=i)) for i in range(DAYS)]
+    assert {r[1] for r in runs} == {"success"}
+    assert _max_overlap([(r[2], r[3]) for r in runs]) == 1  # one active run at a time
+    assert daily["state"]["bronze.flights"][0] > 800 * DAYS and daily["state"]["analytics.flight_outcomes"][0] > 0
+
+
+def test_a_backwards_concurrent_backfill_equals_the_daily_runs(daily, concurrent):
+    runs = _runs(concurrent)
+    assert {r[1] for r in runs} == {"success"} and len(runs) == DAYS
+    assert runs[0][0] == str(LAST)  # newest first
+    assert _max_overlap([(r[2], r[3]) for r in runs]) >= 2  # runs of different days really ran at once
+    spark_tasks = concurrent.sql("SELECT start_date, end_date FROM task_instance WHERE dag_id = 'flights_daily' "
+                                 "AND pool = 'spark' AND start_date IS NOT NULL")
+    assert _max_overlap([(datetime.fromisoformat(s), datetime.fromisoformat(e)) for s, e in spark_tasks]) <= 2  # pool
+    assert _state(concurrent.home) == daily["state"]
+
+
+def test_rerunning_the_days_three_ways_changes_nothing(daily, concurrent):
+    reference = daily["state"]
+
+    _backfill(concurrent, "--reprocess-behavior", "completed", "--max-active-runs", "2")
+    assert _state(concurrent.home) == reference, "after a backfill with reprocess_behavior=completed"
+
+    conf = json.dumps({"start_date": str(FIRST), "end_date": str(LAST)})
+    concurrent.cli("dags", "test", "flights_daily", str(LAST + timedelta(days=1)), "--conf", conf, timeout=TIMEOUT)
+    assert _state(concurrent.home) == reference, "after one range run over the same days"
+
+    concurrent.cli("tasks", "clear", "flights_daily", "--start-date", str(LAST), "--end-date", str(LAST), "--yes")
+    concurrent.wait_for_runs(TIMEOUT)
+    assert set(concurrent.run_states().values()) == {"success"}
+    assert _state(concurrent.home) == reference, "after clearing every task of the last day"
