@@ -195,8 +195,10 @@ def run(spark: SparkSession, lake: str, start: date, end: date) -> dict[str, int
         return spark.read.format("delta").load(table_uri(lake, f"bronze.{name}"))
 
     # rows held in quarantine stay out of silver; released ones come through
-    flights_b = kept_rows(spark, lake, "flights", bronze("flights").filter(_between(PARTITION_COLUMN, start, end)))
-    weather_b = kept_rows(spark, lake, "weather", bronze("weather").filter(_between(PARTITION_COLUMN, start, end)))
+    flights_b = kept_rows(spark, lake, "flights", bronze("flights").filter(_between(PARTITION_COLUMN, start, end)),
+                          start, end)
+    weather_b = kept_rows(spark, lake, "weather", bronze("weather").filter(_between(PARTITION_COLUMN, start, end)),
+                          start, end)
 
     merge_silver_flights(spark, to_silver_flights(flights_b), table_uri(lake, "silver.flights"), start, end)
     replace_partitions(to_silver_weather(weather_b), table_uri(lake, "silver.weather"), start, end)
