@@ -172,22 +172,38 @@ def build_features(
 
 
 def merge_silver_flights(spark: SparkSession, updates: DataFrame, uri: str, start: date, end: date) -> None:
+    """MERGE the interval's flights into silver: update known keys, insert new ones, delete vanished ones.
+
+    Keys of the interval that the new delivery no longer holds join the source as tombstones,
+    so one MERGE with only WHEN MATCHED / WHEN NOT MATCHED clauses does all three in one
+    commit. (A WHEN NOT MATCHED BY SOURCE clause would do the same, but Delta then rewrites
+    every file of the table, whatever its condition: a day's cost would grow with history.)
+    """
     from delta.tables import DeltaTable
 
     if not delta_exists(spark, uri):
         replace_partitions(updates, uri, start, end)
         return
-    in_interval = f"t.{PARTITION_COLUMN} >= '{start}' AND t.{PARTITION_COLUMN} <= '{end}'"
-    with_commit_retry(lambda: (
-        DeltaTable.forPath(spark, uri)
-        .alias("t")
-        .merge(updates.alias("s"), f"t.flight_id = s.flight_id AND t.{PARTITION_COLUMN} = s.{PARTITION_COLUMN} "
-                                   f"AND {in_interval}")
-        .whenMatchedUpdateAll()
-        .whenNotMatchedInsertAll()
-        .whenNotMatchedBySourceDelete(condition=in_interval)
-        .execute()
-    ), uri)
+    key = ["flight_id", PARTITION_COLUMN]
+    columns = updates.columns
+
+    def merge() -> None:
+        current = spark.read.format("delta").load(uri).filter(_between(PARTITION_COLUMN, start, end)).select(*key)
+        vanished = current.join(updates.select(*key), key, "left_anti")
+        source = updates.withColumn("_vanished", F.lit(False)).unionByName(
+            vanished.withColumn("_vanished", F.lit(True)), allowMissingColumns=True)
+        in_interval = f"t.{PARTITION_COLUMN} >= DATE '{start}' AND t.{PARTITION_COLUMN} <= DATE '{end}'"
+        (
+            DeltaTable.forPath(spark, uri).alias("t")
+            .merge(source.alias("s"), f"t.flight_id = s.flight_id AND t.{PARTITION_COLUMN} = s.{PARTITION_COLUMN} "
+                                      f"AND {in_interval}")
+            .whenMatchedDelete(condition="s._vanished")
+            .whenMatchedUpdate(set={c: f"s.`{c}`" for c in columns})
+            .whenNotMatchedInsert(condition="NOT s._vanished", values={c: f"s.`{c}`" for c in columns})
+            .execute()
+        )
+
+    with_commit_retry(merge, uri)
 
 
 def run(spark: SparkSession, lake: str, start: date, end: date) -> dict[str, int]:
