@@ -175,6 +175,12 @@ class ReattachingEmrServerlessStartJobOperator(EmrServerlessStartJobOperator):
             "application_id": self.application_id, "job_id": self.job_id}})
 
     def execute_complete(self, context, event: dict[str, Any] | None = None) -> str | None:
+        if (event or {}).get("status") != "success" and "job_details" not in (event or {}):
+            # The wait itself failed (the trigger could not poll): the job may still run; a retry reattaches to it.
+            raise JobStateError(f"Waiting for EMR Serverless job run {self.job_id or '(unknown)'} failed: "
+                                f"{(event or {}).get('message', event)}. The job was not cancelled; the retry "
+                                "reattaches to it. If the message names aiobotocore, install "
+                                "apache-airflow-providers-amazon[aiobotocore] where the triggerer runs.")
         job_id = super().execute_complete(context, event)
         state = self.hook.conn.get_job_run(applicationId=self.application_id, jobRunId=job_id)["jobRun"]["state"]
         if state != "SUCCESS":

@@ -18,11 +18,15 @@ ones the local target passes to spark-submit (``include.jobs.job_args``):
   interval in one transaction).
 * ``train``: a deferrable SageMaker training job on a GPU instance.
 
+Deferred waits need aiobotocore where the triggerer runs; ``FLIGHTS_AWS_DEFERRABLE=false``
+waits inside the worker instead (every ``FLIGHTS_AWS_POLL_S`` seconds).
+
 EMR on EC2 (``FLIGHTS_AWS_SPARK_MODE=ec2``) is in the explain plan but not in the DAGs yet.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from datetime import timedelta
 
 from airflow.sdk import TaskGroup, task
@@ -59,6 +63,10 @@ class AwsSteps:
             raise ConfigError(f"FLIGHTS_AWS_SPARK_MODE={aws.spark_mode} runs in the explain plan only: the DAGs run "
                               "Spark on EMR Serverless. Set FLIGHTS_AWS_SPARK_MODE=serverless and "
                               "FLIGHTS_AWS_EMR_APPLICATION_ID.")
+        if aws.deferrable and importlib.util.find_spec("aiobotocore") is None:
+            raise ConfigError("FLIGHTS_AWS_DEFERRABLE=true needs aiobotocore where the triggerer runs (the Amazon "
+                              "provider's async hooks): install apache-airflow-providers-amazon[aiobotocore], or set "
+                              "FLIGHTS_AWS_DEFERRABLE=false to wait for cloud jobs inside the worker.")
         self.aws, self.code = aws, code
         self.lake = aws.lake_root
 
@@ -71,7 +79,8 @@ class AwsSteps:
         minutes = self.aws.emr_job_timeout_minutes
         spec = emr.serverless_job(
             self.aws, task_id=task_id, job=JOBS[task_id], args=args, code=self.code, interval_key=ref.key,
-            job_output=output, require_code=True, pool=SPARK_POOL,
+            job_output=output, require_code=True, pool=SPARK_POOL, deferrable=self.aws.deferrable,
+            waiter_delay=self.aws.poll_s, waiter_max_attempts=(minutes + 10) * 60 // self.aws.poll_s,
             execution_timeout=timedelta(minutes=minutes + 15))  # EMR stops the job first (its own timeout)
         return emr.instantiate(spec)
 
@@ -119,6 +128,7 @@ class AwsSteps:
                 redshift.instantiate_load(self.aws, task_id=load_id, table=table,
                                           s3_prefix=export_uri(self.lake, dataset, ref.key) + "/",
                                           start=ref.start, end=ref.end, trigger_rule=rule,
+                                          deferrable=self.aws.deferrable, poll_interval=self.aws.poll_s,
                                           execution_timeout=timedelta(minutes=30))
         scoring >> group
         return group
@@ -130,7 +140,7 @@ class AwsSteps:
         spec = sagemaker.training_job(
             aws, task_id=task_id, interval_key=ref.key, dataset_uri=training_set_uri(self.lake, ref),
             sourcedir_uri=self.code["sourcedir"], params={k: "{{ params.%s }}" % k for k in sagemaker.HYPERPARAMETERS},
-            execution_timeout=timedelta(seconds=seconds))
+            deferrable=self.aws.deferrable, check_interval=self.aws.poll_s, execution_timeout=timedelta(seconds=seconds))
         op = emr.instantiate(spec)
         dataset >> op
         return op.output
