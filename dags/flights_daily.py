@@ -15,6 +15,9 @@ Each day's New York flights, from the landing zone to the warehouse:
    then the predictions gate (skipped, with a log line, until a champion exists);
 7. **load_warehouse** – replaces the interval in `analytics.flight_delay_predictions` / `analytics.flight_outcomes`.
 
+Where each step runs comes from `FLIGHTS_TARGET`: spark-submit and DuckDB/PostgreSQL on `local`;
+EMR Serverless, a Python gate check after each gate job, and Redshift on `aws`.
+
 A scheduled run covers its data interval (one day). A manual run may cover a range through the
 `start_date` / `end_date` params; rerunning any interval rewrites exactly its partitions.
 """
@@ -26,7 +29,8 @@ from datetime import datetime, timezone
 from airflow.sdk import Param, dag, task
 
 from include import pipeline
-from include.dag_defaults import SPARK_POOL, SPARK_TIMEOUT, default_args
+from include.dag_defaults import default_args
+from include.targets import get_steps
 
 DATE_PARAM = {"type": ["null", "string"], "pattern": r"^\d{4}-\d{2}-\d{2}$"}
 
@@ -50,6 +54,8 @@ DATE_PARAM = {"type": ["null", "string"], "pattern": r"^\d{4}-\d{2}-\d{2}$"}
     doc_md=__doc__,
 )
 def flights_daily():
+    steps = get_steps()  # the target chosen by FLIGHTS_TARGET builds the Spark, gate, scoring and load tasks
+
     @task
     def resolve_interval(**context) -> dict:
         return pipeline.resolve(context)
@@ -58,41 +64,15 @@ def flights_daily():
     def check_landing_files(interval: dict) -> dict:
         return pipeline.check_landing(pipeline.as_interval(interval))
 
-    @task(execution_timeout=SPARK_TIMEOUT, pool=SPARK_POOL)
-    def ingest_bronze(interval: dict, **context) -> None:
-        pipeline.ingest_bronze(context, pipeline.as_interval(interval))
-
-    @task(execution_timeout=SPARK_TIMEOUT, pool=SPARK_POOL)
-    def validate_bronze(interval: dict, **context) -> dict:
-        checks = {"bronze/flights": "bronze.flights", "bronze/weather": "bronze.weather"}
-        return pipeline.validate(context, pipeline.as_interval(interval), checks, "bronze")
-
-    @task(execution_timeout=SPARK_TIMEOUT, pool=SPARK_POOL)
-    def build_features(interval: dict, **context) -> None:
-        pipeline.build_features(context, pipeline.as_interval(interval))
-
-    @task(execution_timeout=SPARK_TIMEOUT, pool=SPARK_POOL)
-    def validate_gold(interval: dict, **context) -> dict:
-        checks = {"gold/flight_features": "gold.flight_features"}
-        return pipeline.validate(context, pipeline.as_interval(interval), checks, "gold")
-
-    @task(execution_timeout=SPARK_TIMEOUT, pool=SPARK_POOL)
-    def score_flights(interval: dict, **context) -> dict:
-        return pipeline.score(context, pipeline.as_interval(interval))
-
-    @task
-    def load_warehouse(interval: dict, scoring: dict) -> dict:
-        return pipeline.load_warehouse(pipeline.as_interval(interval), scoring)
-
     interval = resolve_interval()
     landed = check_landing_files(interval)
-    bronze = ingest_bronze(interval)
-    bronze_ok = validate_bronze(interval)
-    features = build_features(interval)
-    gold_ok = validate_gold(interval)
-    scoring = score_flights(interval)
+    bronze = steps.spark("ingest_bronze", interval)
+    bronze_ok = steps.gate("validate_bronze", interval)
+    features = steps.spark("build_features", interval)
+    gold_ok = steps.gate("validate_gold", interval)
+    scoring = steps.score("score_flights", interval)
     landed >> bronze >> bronze_ok >> features >> gold_ok >> scoring
-    load_warehouse(interval, scoring)
+    steps.load_warehouse("load_warehouse", interval, scoring)
 
 
 flights_daily()

@@ -10,6 +10,9 @@ Trains the delay-risk model on gold features and promotes it only when it is bet
 4. **register_model** – params, metrics, report image and model logged to the registry as a new version;
 5. **promote_champion** – the `champion` alias moves to the new version only if it beats the current
    champion on the same holdout, scored now; a rejected challenger alerts.
+
+Where the export and the training run comes from `FLIGHTS_TARGET`: spark-submit and in-process
+training on `local`; EMR Serverless and a SageMaker training job (GPU) on `aws`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from datetime import datetime, timezone
 from airflow.sdk import Param, dag, task
 
 from include import pipeline
-from include.dag_defaults import SPARK_POOL, SPARK_TIMEOUT, TRAINING_TIMEOUT, default_args
+from include.dag_defaults import default_args
+from include.targets import get_steps
 
 DATE_PARAM = {"type": ["null", "string"], "pattern": r"^\d{4}-\d{2}-\d{2}$"}
 
@@ -49,17 +53,11 @@ DATE_PARAM = {"type": ["null", "string"], "pattern": r"^\d{4}-\d{2}-\d{2}$"}
     doc_md=__doc__,
 )
 def flights_training():
+    steps = get_steps()  # the target chosen by FLIGHTS_TARGET builds the Spark and training tasks
+
     @task
     def resolve_window(**context) -> dict:
         return pipeline.resolve_window(context)
-
-    @task(execution_timeout=SPARK_TIMEOUT, pool=SPARK_POOL)
-    def export_training_set(window: dict, **context) -> str:
-        return pipeline.export_training_set(context, pipeline.as_interval(window))
-
-    @task(execution_timeout=TRAINING_TIMEOUT)
-    def train_models(dataset: str, **context) -> dict:
-        return pipeline.train(context, dataset)
 
     @task
     def register_model(trained: dict, window: dict, **context) -> dict:
@@ -70,8 +68,8 @@ def flights_training():
         return pipeline.promote(context, registered, trained, dataset, float(context["params"]["min_auc_gain"]))
 
     window = resolve_window()
-    dataset = export_training_set(window)
-    trained = train_models(dataset)
+    dataset = steps.spark("export_training_set", window)
+    trained = steps.train("train_models", dataset, window)
     registered = register_model(trained, window)
     promote_champion(registered, trained, dataset)
 

@@ -17,7 +17,8 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from include.config import ConfigError
 from include.intervals import Interval, IntervalError, parse_date, resolve_interval
-from include.lake import export_uri, join, landing_file
+from include.jobs import JOBS, RunRef, job_args, safe_run_key
+from include.lake import export_uri, landing_file
 from include.targets import get_target
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,21 @@ def job_name(context: dict, interval: Interval) -> str:
     return f"{ti.dag_id}.{ti.task_id}.{interval.key}.try{ti.try_number}"
 
 
-def _interval_args(target, interval: Interval, run_id: str) -> list[str]:
-    return ["--lake", target.lake.root, "--start", str(interval.start), "--end", str(interval.end), "--run-id", run_id]
+def run_job(context: dict, interval: Interval, **extra) -> None:
+    """Run the Spark job of the current task (``include.jobs``) through the target's Spark runner."""
+    target = get_target()
+    task_id = context["ti"].task_id
+    args = job_args(task_id, lake=target.lake.root, landing=target.lake.landing_root,
+                    ref=RunRef.of(interval, context["run_id"]), **extra)
+    target.spark.submit(JOBS[task_id], args, name=job_name(context, interval))
+
+
+def interval_xcom(interval: Interval, run_id: str) -> dict:
+    """What ``resolve_interval`` / ``resolve_window`` return: the interval, its key and the run's path segment.
+
+    Cloud jobs render their arguments from these values (``include.jobs.RunRef.template``).
+    """
+    return {**interval.to_dict(), "key": interval.key, "run_key": safe_run_key(run_id)}
 
 
 # --- flights_daily ---------------------------------------------------------------------------
@@ -62,7 +76,7 @@ def resolve(context: dict) -> dict:
     except IntervalError as exc:
         raise AirflowFailException(str(exc)) from exc
     log.info("This run covers %s (%d day(s))", interval, interval.num_days)
-    return interval.to_dict()
+    return interval_xcom(interval, context["run_id"])
 
 
 @fails_fast
@@ -80,29 +94,35 @@ def check_landing(interval: Interval) -> dict:
 
 @fails_fast
 def ingest_bronze(context: dict, interval: Interval) -> None:
-    target = get_target()
-    args = _interval_args(target, interval, context["run_id"]) + ["--landing", target.lake.landing_root]
     params = context["params"]
-    if params.get("release_quarantined"):
-        who = f"{context['ti'].dag_id} run {context['run_id']}"
-        args += ["--release-held", "--released-by", who, "--release-reason",
-                 params.get("release_reason") or "released by the release_quarantined param"]
-    target.spark.submit("bronze_landing", args, name=job_name(context, interval))
+    run_job(context, interval, release=bool(params.get("release_quarantined")),
+            released_by=f"{context['ti'].dag_id} run {context['run_id']}",
+            release_reason=params.get("release_reason") or "")
 
 
 @fails_fast
-def validate(context: dict, interval: Interval, checks: dict[str, str], name: str) -> dict:
-    from include.quality.gate import run_gate
+def validate(context: dict, interval: Interval) -> dict:
+    """Run the current task's quality gate job, then enforce its result."""
+    from include.jobs import GATE_TASKS
+    from include.quality.gate import enforce, result_uri
 
-    ti = context["ti"]
-    return run_gate(get_target(), checks, interval, context["run_id"], ti.dag_id, name)
+    target = get_target()
+    run_job(context, interval)
+    uri = result_uri(target, GATE_TASKS[context["ti"].task_id], interval, context["run_id"])
+    return enforce(target, uri, interval, context["run_id"], context["ti"].dag_id)
+
+
+@fails_fast
+def enforce_gate(context: dict, interval: Interval, uri: str) -> dict:
+    """Enforce a gate whose Spark job ran in an earlier task (a cloud job): record, then pass or fail."""
+    from include.quality.gate import enforce
+
+    return enforce(get_target(), uri, interval, context["run_id"], context["ti"].dag_id)
 
 
 @fails_fast
 def build_features(context: dict, interval: Interval) -> None:
-    target = get_target()
-    target.spark.submit("gold_flight_features", _interval_args(target, interval, context["run_id"]),
-                        name=job_name(context, interval))
+    run_job(context, interval)
 
 
 @fails_fast
@@ -117,12 +137,32 @@ def score(context: dict, interval: Interval) -> dict:
 
     bundle = target.registry.bundle_dir(champion)
     gate = result_uri(target, "predictions", interval, context["run_id"])
-    args = _interval_args(target, interval, context["run_id"]) + [
-        "--model-dir", str(bundle), "--model-name", champion.name, "--model-version", champion.version,
-        "--result", gate]
-    target.spark.submit("predictions_flight_delay_risk", args, name=job_name(context, interval))
+    run_job(context, interval, model_dir=str(bundle), model_name=champion.name, model_version=champion.version)
     enforce(target, gate, interval, context["run_id"], context["ti"].dag_id)  # the predictions gate
     return {"scored": True, "model_version": champion.version}
+
+
+@fails_fast
+def find_champion(interval: Interval) -> dict:
+    """The champion a cloud scoring job loads, with its bundle published to the lake's storage.
+
+    Skips the scoring tasks (with a log line saying why) until a champion exists.
+    """
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    target = get_target()
+    champion = target.registry.champion()
+    if champion is None:
+        raise AirflowSkipException(f"No champion model is registered yet: scoring is skipped for {interval}. Run the "
+                                   "flights_training DAG to train and promote one; later runs will score.")
+    return {"scored": True, "model_name": champion.name, "model_version": champion.version,
+            "model_dir": target.registry.publish_bundle(champion)}
+
+
+@fails_fast
+def enforce_predictions_gate(context: dict, interval: Interval, champion: dict, uri: str) -> dict:
+    enforce_gate(context, interval, uri)
+    return {"scored": True, "model_version": champion["model_version"]}
 
 
 @fails_fast
@@ -162,19 +202,16 @@ def resolve_window(context: dict) -> dict:
         time_split(window.start, window.end, int(p["validation_days"]), int(p["holdout_days"]))
     except (IntervalError, ValueError) as exc:
         raise AirflowFailException(str(exc)) from exc
-    return window.to_dict()
+    return interval_xcom(window, context["run_id"])
 
 
 @fails_fast
 def export_training_set(context: dict, window: Interval) -> str:
-    target = get_target()
-    safe_run = "".join(c if c.isalnum() or c in "-_." else "_" for c in context["run_id"])
-    out = join(export_uri(target.lake.root, "training", window.key), safe_run)
+    from include.jobs import training_set_uri
+
     p = context["params"]
-    args = _interval_args(target, window, context["run_id"]) + [
-        "--output", out, "--validation-days", str(p["validation_days"]), "--holdout-days", str(p["holdout_days"])]
-    target.spark.submit("gold_training_set", args, name=job_name(context, window))
-    return out
+    run_job(context, window, validation_days=p["validation_days"], holdout_days=p["holdout_days"])
+    return training_set_uri(get_target().lake.root, RunRef.of(window, context["run_id"]))
 
 
 @fails_fast
@@ -193,10 +230,8 @@ def train(context: dict, dataset_uri: str) -> dict:
 
 @fails_fast
 def register(context: dict, trained: dict, window: Interval) -> dict:
-    from include.targets.base import TrainingOutputs
-
     target = get_target()
-    outputs = TrainingOutputs(Path(trained["output_dir"]), trained["metrics"], trained["params"], trained["device"])
+    outputs = target.trainer.collect(trained)  # the trainer's outputs, local (downloaded when remote)
     version = target.registry.register(outputs, tags={
         "run_name": context["run_id"], "airflow_dag_id": context["ti"].dag_id,
         "airflow_run_id": context["run_id"], "training_window": str(window)})
@@ -218,7 +253,7 @@ def promote(context: dict, registered: dict, trained: dict, dataset_uri: str, mi
     if champion is not None and champion.version != challenger.version:
         champion_metrics = score_holdout(target.registry.bundle_dir(champion),
                                          target.lake.local_dir(dataset_uri) / "data")
-    metrics = trained["metrics"]
+    metrics = target.trainer.collect(trained).metrics
     decision = decide(metrics["xgboost"], metrics["baseline"], champion_metrics, min_auc_gain)
     target.warehouse.record("ops.model_decisions", {
         "model_name": challenger.name, "challenger_version": challenger.version,

@@ -19,7 +19,8 @@ from datetime import date
 from pathlib import Path
 
 from include.intervals import Interval
-from include.lake import export_uri, join, quality_result_uri
+from include.jobs import JOBS, RunRef, job_args
+from include.lake import export_uri
 
 PRICING_FILE = Path(__file__).with_name("pricing.json")
 DAY = Interval(date(2013, 3, 1), date(2013, 3, 1))
@@ -48,32 +49,16 @@ def load_pricing(path: Path = PRICING_FILE) -> dict:
 
 
 def spark_jobs(lake: str, landing: str) -> list[tuple[str, str, str, list[str]]]:
-    """(run, task_id, job, args) of every Spark job, with the arguments ``include.pipeline`` passes."""
-    def base(i: Interval, run_id: str) -> list[str]:
-        return ["--lake", lake, "--start", str(i.start), "--end", str(i.end), "--run-id", run_id]
-
-    gate = [("bronze", {"bronze/flights": "bronze.flights", "bronze/weather": "bronze.weather"}),
-            ("gold", {"gold/flight_features": "gold.flight_features"})]
-
-    def gate_args(name, checks):
-        args = base(DAY, RUN_ID) + ["--result", quality_result_uri(lake, name, DAY.key, RUN_ID)]
-        for suite, table in checks.items():
-            args += ["--check", f"{suite}={table}"]
-        return args
-
-    safe_run = "".join(c if c.isalnum() or c in "-_." else "_" for c in TRAIN_RUN_ID)
-    return [
-        ("daily", "ingest_bronze", "bronze_landing", base(DAY, RUN_ID) + ["--landing", landing]),
-        ("daily", "validate_bronze", "quality_gate", gate_args(*gate[0])),
-        ("daily", "build_features", "gold_flight_features", base(DAY, RUN_ID)),
-        ("daily", "validate_gold", "quality_gate", gate_args(*gate[1])),
-        ("daily", "score_flights", "predictions_flight_delay_risk", base(DAY, RUN_ID) + [
-            "--model-dir", "<champion bundle>", "--model-name", "flights_delay_xgboost", "--model-version", "<champion>",
-            "--result", quality_result_uri(lake, "predictions", DAY.key, RUN_ID)]),
-        ("training", "export_training_set", "gold_training_set", base(WINDOW, TRAIN_RUN_ID) + [
-            "--output", join(export_uri(lake, "training", WINDOW.key), safe_run),
-            "--validation-days", "7", "--holdout-days", "7"]),
-    ]
+    """(run, task_id, job, args) of every Spark job, with the arguments ``include.jobs.job_args`` gives."""
+    day, window = RunRef.of(DAY, RUN_ID), RunRef.of(WINDOW, TRAIN_RUN_ID)
+    daily = {"score_flights": {"model_dir": "<champion bundle>", "model_name": "flights_delay_xgboost",
+                               "model_version": "<champion>"}}
+    out = [("daily", t, JOBS[t], job_args(t, lake=lake, landing=landing, ref=day, **daily.get(t, {})))
+           for t in ("ingest_bronze", "validate_bronze", "build_features", "validate_gold", "score_flights")]
+    out.append(("training", "export_training_set", JOBS["export_training_set"],
+                job_args("export_training_set", lake=lake, landing=landing, ref=window, validation_days=7,
+                         holdout_days=7)))
+    return out
 
 
 def _name(run: str, task_id: str, interval: Interval) -> str:

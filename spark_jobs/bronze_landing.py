@@ -22,6 +22,7 @@ its partitions; a release of quarantined rows survives reruns.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import re
 import sys
@@ -291,10 +292,19 @@ def ingest_dimensions(spark: SparkSession, lake: str, landing: str, run_id: str)
                           .save(target), target)
 
 
+def _flag(value: str) -> bool:
+    """``--release-held=True`` / ``=false`` (a rendered template) as well as the bare flag."""
+    text = str(value).strip().lower()
+    if text not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a boolean; use true or false")
+    return text in ("true", "1", "yes")
+
+
 def main(argv: list[str] | None = None) -> None:
     p = interval_args(__doc__)
     p.add_argument("--landing", required=True, help="landing zone root URI")
-    p.add_argument("--release-held", action="store_true", help="release the interval's held rows after ingesting")
+    p.add_argument("--release-held", nargs="?", const=True, default=False, type=_flag,
+                   help="release the interval's held rows after ingesting (--release-held, or =true/false)")
     p.add_argument("--released-by", default="flights_daily")
     p.add_argument("--release-reason", default="released by a run parameter")
     a = p.parse_args(argv)

@@ -1,12 +1,17 @@
 """Load Great Expectations suites from their JSON files and summarise validation results.
 
 Suites live in ``expectations/<layer>/<table>.json`` in GX 1.x's own suite format, so they
-can be edited by hand or with GX tooling. This module imports great_expectations lazily.
+can be edited by hand or with GX tooling. They ship with the code: next to ``include/`` in
+a checkout, and inside the code artefact's zip on a cluster (``include.targets.aws.artifact``),
+where they are read from the archive ``include`` was imported from. ``FLIGHTS_SUITES_DIR``
+points at another folder. This module imports great_expectations lazily.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +20,33 @@ from include.config import REPO_ROOT
 SUITES_DIR = REPO_ROOT / "expectations"
 
 
-def suite_path(suite: str) -> Path:
-    path = SUITES_DIR / f"{suite}.json"
+def suites_root():
+    """The folder of the suites: ``FLIGHTS_SUITES_DIR``, the checkout's, or the code zip's ``expectations/``."""
+    override = os.environ.get("FLIGHTS_SUITES_DIR", "").strip()
+    if override:
+        return Path(override)
+    if SUITES_DIR.is_dir():
+        return SUITES_DIR
+    import include
+
+    archive = getattr(getattr(include, "__loader__", None), "archive", None)  # imported from a zip (zipimport)
+    if archive and zipfile.is_zipfile(archive):
+        return zipfile.Path(archive, "expectations/")
+    raise FileNotFoundError(f"No expectation suites at {SUITES_DIR} and include/ was not imported from a zip "
+                            "holding expectations/: ship the suites with the code (artifact.build_artifact does) "
+                            "or set FLIGHTS_SUITES_DIR.")
+
+
+def _known(root) -> list[str]:
+    return sorted(f"{layer.name}/{f.name[:-5]}" for layer in root.iterdir() if layer.is_dir()
+                  for f in layer.iterdir() if f.name.endswith(".json"))
+
+
+def suite_path(suite: str):
+    root = suites_root()
+    path = root.joinpath(*f"{suite}.json".split("/"))
     if not path.exists():
-        known = sorted(str(p.relative_to(SUITES_DIR))[:-5] for p in SUITES_DIR.glob("*/*.json"))
+        known = _known(root) if root.exists() else []
         raise FileNotFoundError(f"No expectation suite {suite!r} at {path}; known suites: {', '.join(known)}")
     return path
 

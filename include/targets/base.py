@@ -68,10 +68,15 @@ class TrainingOutputs:
     metrics: dict[str, dict[str, float]]
     params: dict[str, Any]
     device: str
+    model_uri: str = ""  # where a remote trainer stored the outputs (the registry points at it)
 
 
 class Trainer(Protocol):
     def train(self, request: TrainingRequest) -> TrainingOutputs: ...
+
+    def collect(self, trained: dict) -> TrainingOutputs:
+        """The outputs of a finished ``train_models`` task (its XCom), in a local folder."""
+        ...
 
 
 @dataclass
@@ -113,6 +118,20 @@ class Warehouse(Protocol):
 
 class Notifier(Protocol):
     def send(self, alert: "Any") -> None: ...
+
+
+class Steps(Protocol):
+    """Builds the DAG tasks that run on the target's compute (see ``include.targets.steps``)."""
+
+    def spark(self, task_id: str, interval: Any) -> Any: ...
+
+    def gate(self, task_id: str, interval: Any) -> Any: ...
+
+    def score(self, task_id: str, interval: Any) -> Any: ...
+
+    def load_warehouse(self, task_id: str, interval: Any, scoring: Any) -> Any: ...
+
+    def train(self, task_id: str, dataset: Any, window: Any) -> Any: ...
 
 
 @dataclass

@@ -123,6 +123,16 @@ class LocalTrainer:
 
         return train_and_evaluate(request.dataset_dir, request.output_dir, request.params)
 
+    def collect(self, trained: dict) -> TrainingOutputs:
+        return TrainingOutputs(Path(trained["output_dir"]), trained["metrics"], trained["params"], trained["device"])
+
+
+def step_factory(cfg: Settings):
+    """DAG tasks of the local target: Python tasks that run spark-submit and train in process."""
+    from include.targets.steps import PythonSteps
+
+    return PythonSteps()
+
 
 def build(cfg: Settings) -> Target:
     from include.alerts import ChannelNotifier

@@ -29,7 +29,11 @@ def test_repository_artifact_holds_every_job_and_pinned_training_requirements():
             "quality_gate"} <= set(a.scripts)
     names = zipfile.ZipFile(io.BytesIO(a.zip_bytes)).namelist()
     assert "include/training/train.py" in names and "include/targets/aws/sagemaker_entry.py" in names
-    assert not [n for n in names if "__pycache__" in n or not n.endswith(".py")]
+    assert not [n for n in names if "__pycache__" in n or not n.endswith((".py", ".json"))]
+    # The GX suites ship with the code: quality_gate.py reads them from the zip on a cluster.
+    assert {"expectations/bronze/flights.json", "expectations/gold/flight_features.json",
+            "expectations/predictions/flight_delay_risk.json"} <= set(names)
+    assert not [n for n in names if n.endswith(".json") and not n.startswith("expectations/")]
     with tarfile.open(fileobj=io.BytesIO(a.sourcedir_bytes), mode="r:gz") as tf:
         reqs = tf.extractfile("requirements.txt").read().decode()
     assert "xgboost==3.2.0\n" in reqs and "scikit-learn==" in reqs  # the lock's versions, CUDA build of xgboost
@@ -46,3 +50,18 @@ def test_upload_is_content_addressed_and_idempotent(aws, buckets):
     assert buckets.get_object(Bucket=aws.artifacts_bucket, Key=key)["Body"].read() == a.zip_bytes
     script = a.script_uri(root, "bronze_landing").split("/", 3)[3]
     assert buckets.head_object(Bucket=aws.artifacts_bucket, Key=script)["Metadata"]["source-sha256"] == a.sha256
+
+
+def test_suites_are_read_from_the_zip_when_the_code_runs_from_it(tmp_path):
+    import subprocess
+    import sys
+
+    archive = tmp_path / "flights.zip"
+    archive.write_bytes(artifact.build_artifact().zip_bytes)
+    probe = ("import include.quality.suites as s; print(s.suites_root()); "
+             "print(len(s.load_suite_dict('bronze/flights')['expectations']))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(archive)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    root, count = out.stdout.split()
+    assert root == f"{archive}/expectations/" and int(count) > 10  # from the archive, as on EMR (--py-files)

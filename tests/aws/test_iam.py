@@ -30,6 +30,11 @@ CALLS = {
     "include/targets/aws/redshift.py (RedshiftDataOperator)": {
         "redshift-data:BatchExecuteStatement", "redshift-data:DescribeStatement", "redshift-data:CancelStatement",
         "redshift-serverless:GetCredentials"},
+    "include/targets/aws/redshift.py RedshiftWarehouse (ops records and queries)": {
+        "redshift-data:ExecuteStatement", "redshift-data:BatchExecuteStatement", "redshift-data:DescribeStatement",
+        "redshift-data:CancelStatement", "redshift-data:GetStatementResult", "redshift-serverless:GetCredentials"},
+    "include/targets/aws/operators.py job checks, registry.publish_bundle, SageMakerTrainer.collect": {
+        "s3:ListBucket", "s3:GetObject", "s3:PutObject"},
     "include/alerts.py ChannelNotifier._send_sns": {"sns:Publish"},
     "Airflow SecretsManagerBackend": {"secretsmanager:GetSecretValue"},
     "spark_jobs/* on EMR (job role)": {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"},
@@ -42,7 +47,7 @@ CALLS = {
 # Actions AWS does not let a policy scope to a resource (documented in docs/running-on-aws.md).
 RESOURCE_STAR_ALLOWED = {"elasticmapreduce:RunJobFlow", "sagemaker:ListModelPackages",
                          "redshift-data:DescribeStatement", "redshift-data:CancelStatement",
-                         "ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}
+                         "redshift-data:GetStatementResult", "ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}
 
 
 def _statements(doc):

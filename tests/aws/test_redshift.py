@@ -88,3 +88,46 @@ def test_repeated_loads_are_exactly_once_on_postgres(postgres_url):
             assert cur.fetchall() == [(D1, 3, 5.0), (D2, 3, 99.0)]  # D3 was outside every interval loaded
     finally:
         conn.close()
+
+
+def _moto_statements():
+    from moto.redshiftdata.models import redshiftdata_backends
+
+    return list(redshiftdata_backends["123456789012"]["us-east-1"].statements.values())
+
+
+def test_warehouse_records_and_queries_through_the_data_api(aws, boto, monkeypatch):
+    """Requests reach the moto server; moto keeps statements STARTED, so the final status is patched."""
+    from include.targets.aws.redshift import RedshiftWarehouse, WarehouseError
+
+    status = {"Status": "FINISHED"}
+    monkeypatch.setattr(RedshiftWarehouse, "status", lambda self, sid: {
+        **self.client.describe_statement(Id=sid), "HasResultSet": True, **status})
+    wh = RedshiftWarehouse(aws, boto("redshift-data"))
+    wh.record("ops.quality_gates", {"dag_id": "flights_daily", "success": True, "evaluated": 12,
+                                    "interval_start": D1, "details": None, "warnings": ""})
+    stmt = _moto_statements()[-1]
+    assert stmt.query_string == ("INSERT INTO ops.quality_gates (dag_id, success, evaluated, interval_start, "
+                                 "details, warnings) VALUES (:dag_id, :success, :evaluated, :interval_start, NULL, '')")
+    assert stmt.query_parameters == [{"name": "dag_id", "value": "flights_daily"}, {"name": "success", "value": "true"},
+                                     {"name": "evaluated", "value": "12"},
+                                     {"name": "interval_start", "value": "2013-01-01"}]
+    assert stmt.database == "dev"
+    cols, rows = wh.query("SELECT a, b, c FROM t WHERE d = ? AND e = ?", ["2013-01-01", 3])
+    stmt = _moto_statements()[-1]
+    assert stmt.query_string == "SELECT a, b, c FROM t WHERE d = :p0 AND e = :p1"
+    assert cols == ["Number", "Street", "City"] and rows[0] == (10, "Alpha st", "Vancouver")  # moto's fixed result
+    with pytest.raises(KeyError):
+        wh.record("analytics.flight_outcomes", {})
+    status.update(Status="FAILED", Error='relation "ops.quality_gates" does not exist')
+    with pytest.raises(WarehouseError, match="ended FAILED: relation"):
+        wh.query("SELECT 1")
+
+
+def test_redshift_ddl_folds_added_columns_and_widens_text():
+    from include.targets.aws.redshift import redshift_ddl
+
+    ddl = redshift_ddl()
+    assert not [s for s in ddl if "ADD COLUMN IF NOT EXISTS" in s or " TEXT" in s]  # neither exists on Redshift
+    [gates] = [s for s in ddl if "ops.quality_gates (" in s]
+    assert "quarantined BIGINT, docs_page VARCHAR(65535), warnings VARCHAR(65535))" in gates

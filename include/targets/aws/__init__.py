@@ -1,26 +1,27 @@
 """The AWS target: S3 lake, EMR Spark, SageMaker training and registry, Redshift, SNS.
 
-``build(cfg)`` returns the six seams of ``include.targets.base``. Long cloud work is meant
-to run as deferrable operators built by ``emr``, ``sagemaker`` and ``redshift`` (specs,
-no AWS call at import); the seams here serve the Python tasks: reading the lake, the
-model registry, alerts, and a blocking Spark runner for the odd job run from a
-Python task. Nothing here needs AWS credentials until a method is called.
-
-Not registered in ``include/targets/__init__.py`` yet: see docs/running-on-aws.md for
-what is wired and what is not.
+``step_factory(cfg)`` is the step factory the DAGs ask for their cloud tasks (``steps.AwsSteps``:
+deferrable EMR Serverless, SageMaker and Redshift Data operators). ``build(cfg)`` returns
+the six seams of ``include.targets.base`` for the Python tasks around them: reading the
+lake, the model registry, the warehouse's ``ops`` records, collecting training outputs,
+alerts, and a blocking Spark runner for the odd job run from a Python task. Nothing here
+needs AWS credentials until a method is called.
 """
 
 from __future__ import annotations
 
+import functools
+import io
 import json
 import logging
+import tarfile
 import time
 from pathlib import Path
 
 from include.config import ConfigError, Settings
 from include.targets.aws.artifact import split_s3
 from include.targets.aws.settings import AwsSettings, load_aws_settings
-from include.targets.base import SparkJobFailed, Target
+from include.targets.base import SparkJobFailed, Target, TrainingOutputs
 
 log = logging.getLogger(__name__)
 
@@ -106,33 +107,70 @@ class EmrServerlessSparkRunner:
                                  f"{state.get('stateDetails', '')}; logs under {self.aws.emr_logs_uri}")
 
 
-class NotWired:
-    """A seam the AWS target provides as operators, not as an in-process object."""
+class SageMakerTrainer:
+    """Training runs as the ``train_models`` SageMaker operator; ``collect`` reads what it produced."""
 
-    def __init__(self, seam: str, instead: str):
-        self.seam, self.instead = seam, instead
+    def __init__(self, aws: AwsSettings, cache_dir: Path, s3_client=None):
+        self.aws, self.cache_dir, self._s3 = aws, Path(cache_dir), s3_client
 
-    def __getattr__(self, name):
-        raise ConfigError(f"The AWS target's {self.seam} runs as {self.instead}, not inside a Python task; "
-                          "see docs/running-on-aws.md (What is wired).")
+    def train(self, request):
+        raise ConfigError("On the aws target training runs as the SageMaker training job of the train_models task "
+                          "(include.targets.aws.sagemaker), not inside a Python task.")
+
+    def collect(self, trained: dict) -> TrainingOutputs:
+        """Download and unpack the job's model.tar.gz once; its metrics.json holds metrics and params."""
+        job = (trained or {}).get("Training") or {}
+        name, status = job.get("TrainingJobName", "?"), job.get("TrainingJobStatus")
+        if status != "Completed":
+            raise ConfigError(f"Training job {name} is {status}, not Completed: there is no model to register. "
+                              "Clear train_models to train again.")
+        url = job["ModelArtifacts"]["S3ModelArtifacts"]
+        out = self.cache_dir / name
+        if not (out / "metrics.json").exists():
+            s3 = self._s3 or _client(self.aws, "s3")
+            bucket, key = split_s3(url)
+            body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            out.mkdir(parents=True, exist_ok=True)
+            with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tf:
+                tf.extractall(out, filter="data")
+        if not (out / "metrics.json").exists():
+            raise ConfigError(f"{url} holds no metrics.json: it was not written by include.training.train.")
+        data = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        params = data.get("params", {})
+        return TrainingOutputs(out, data["metrics"], params, str(params.get("device", "")), model_uri=url)
+
+
+@functools.lru_cache(maxsize=4)
+def code_uris(artifacts_root: str) -> dict[str, str]:
+    """The S3 URIs of this checkout's code artefact (content-addressed; uploaded by ``artifact`` before runs)."""
+    from include.targets.aws.artifact import build_artifact
+
+    artifact = build_artifact()
+    return {"prefix": artifact.prefix(artifacts_root), "zip": artifact.zip_uri(artifacts_root),
+            "sourcedir": artifact.sourcedir_uri(artifacts_root), "sha256": artifact.sha256}
+
+
+def step_factory(cfg: Settings, aws: AwsSettings | None = None):
+    """The DAGs' cloud tasks (``include.targets.aws.steps.AwsSteps``), from settings only."""
+    from include.targets.aws.steps import AwsSteps
+
+    aws = aws or load_aws_settings()
+    return AwsSteps(aws, code_uris(aws.artifacts_root))
 
 
 def build(cfg: Settings, aws: AwsSettings | None = None, code: dict[str, str] | None = None) -> Target:
     from include.alerts import ChannelNotifier
+    from include.targets.aws.redshift import RedshiftWarehouse
     from include.targets.aws.registry import SageMakerModelRegistry
 
     aws = aws or load_aws_settings()
-    if code is None:  # the URIs of this checkout's code (uploaded by `artifact.upload` before a run)
-        from include.targets.aws.artifact import build_artifact
-
-        artifact = build_artifact()
-        code = {"prefix": artifact.prefix(aws.artifacts_root), "zip": artifact.zip_uri(aws.artifacts_root)}
+    code = code or code_uris(aws.artifacts_root)
     return Target(
         name="aws",
         lake=S3Lake(aws, cfg.home / "cache" / "s3"),
         spark=EmrServerlessSparkRunner(aws, code),
-        trainer=NotWired("trainer", "include.targets.aws.sagemaker.training_job (SageMakerTrainingOperator)"),
+        trainer=SageMakerTrainer(aws, cfg.home / "cache" / "training"),
         registry=SageMakerModelRegistry(aws, cfg.home / "models"),
-        warehouse=NotWired("warehouse", "include.targets.aws.redshift.load_job (RedshiftDataOperator)"),
+        warehouse=RedshiftWarehouse(aws),
         notifier=ChannelNotifier(cfg),
     )

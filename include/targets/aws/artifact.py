@@ -1,4 +1,4 @@
-"""The code artefact every cloud job runs: ``spark_jobs/`` and ``include/`` as one zip.
+"""The code artefact every cloud job runs: ``spark_jobs/``, ``include/`` and the GX suites as one zip.
 
 The zip is deterministic (sorted entries, fixed timestamps and permissions), so the same
 source always has the same SHA-256, and it is uploaded content-addressed:
@@ -29,6 +29,7 @@ from include.config import REPO_ROOT
 log = logging.getLogger(__name__)
 
 PACKAGES = ("include", "spark_jobs")
+DATA = (("expectations", "*.json"),)  # shipped with the code; read by include.quality.suites from the zip
 ZIP_NAME = "flights.zip"
 SOURCEDIR_NAME = "sourcedir.tar.gz"
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest timestamp a zip entry can hold
@@ -36,10 +37,10 @@ TRAINING_REQUIREMENTS = ("xgboost", "scikit-learn", "pandas", "pyarrow", "matplo
 
 
 def source_files(root: Path = REPO_ROOT) -> list[tuple[str, bytes]]:
-    """Every ``.py`` file of the packages, as (POSIX path relative to ``root``, bytes), sorted."""
+    """Every ``.py`` file of the packages and the data files (suites), as (POSIX path relative to ``root``, bytes)."""
     out = []
-    for package in PACKAGES:
-        for path in (root / package).rglob("*.py"):
+    for folder, pattern in [(p, "*.py") for p in PACKAGES] + list(DATA):
+        for path in (root / folder).rglob(pattern):
             if "__pycache__" in path.parts:
                 continue
             out.append((path.relative_to(root).as_posix(), path.read_bytes()))
@@ -152,3 +153,24 @@ def upload(artifact: Artifact, artifacts_root: str, s3_client) -> dict[str, str]
     return {"sha256": artifact.sha256, "zip": artifact.zip_uri(artifacts_root),
             "sourcedir": artifact.sourcedir_uri(artifacts_root), "prefix": artifact.prefix(artifacts_root),
             "written": str(written)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Upload this checkout's artefact with the FLIGHTS_AWS_* settings; print its URIs."""
+    import argparse
+
+    import boto3
+
+    from include.targets.aws.settings import load_aws_settings
+
+    argparse.ArgumentParser(description="Upload the code artefact the AWS target's jobs run (idempotent).").parse_args(
+        argv)
+    aws = load_aws_settings()
+    uris = upload(build_artifact(), aws.artifacts_root, boto3.client("s3", **aws.client_kwargs()))
+    for key in ("sha256", "zip", "sourcedir", "prefix", "written"):
+        print(f"{key}: {uris[key]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

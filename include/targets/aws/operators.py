@@ -23,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow.providers.amazon.aws.operators.emr import EmrServerlessStartJobOperator
+from airflow.sdk.exceptions import AirflowFailException
 from airflow.providers.amazon.aws.operators.sagemaker import SageMakerTrainingOperator
 from airflow.providers.amazon.aws.triggers.emr import EmrServerlessStartJobTrigger
 from airflow.providers.amazon.aws.triggers.sagemaker import SageMakerTrigger
@@ -70,20 +71,61 @@ def find_emr_serverless_run(client, application_id: str, stem: str, run_id: str,
     return {"reattach": reattach, "stale": stale}
 
 
+class CodeMissing(AirflowFailException):
+    """The job's code artefact is not in S3: a retry cannot fix it, an upload does."""
+
+
+def _s3_exists(s3, uri: str) -> bool:
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    return bool(s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("KeyCount"))
+
+
 class ReattachingEmrServerlessStartJobOperator(EmrServerlessStartJobOperator):
     """``EmrServerlessStartJobOperator`` named ``<dag>.<task>.<interval>.try<n>`` that reattaches on retry.
 
     Args:
         interval_key: the interval's key (templated, e.g. from the ``resolve_interval`` XCom).
+        job_output: what the job writes (templated S3 URI). When set, success also needs that output to
+            exist, and the task returns it (downstream tasks read it) instead of the job run id.
+        require_code: check before submitting that the entry point and the code zip are in S3.
         Every other argument is the provider operator's; ``name`` is set at run time.
     """
 
-    template_fields = (*EmrServerlessStartJobOperator.template_fields, "interval_key")
+    template_fields = (*EmrServerlessStartJobOperator.template_fields, "interval_key", "job_output")
 
-    def __init__(self, *, interval_key: str, **kwargs: Any) -> None:
+    def __init__(self, *, interval_key: str, job_output: str | None = None, require_code: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.interval_key = interval_key
+        self.job_output = job_output
+        self.require_code = require_code
         self.reattached: str | None = None
+
+    def _s3(self):
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        return S3Hook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify,
+                      config=self.botocore_config).get_conn()
+
+    def _check_code(self) -> None:
+        submit = self.job_driver["sparkSubmit"]
+        params = submit.get("sparkSubmitParameters", "").split()
+        uris = [submit["entryPoint"]] + [params[i + 1] for i, p in enumerate(params[:-1]) if p == "--py-files"]
+        s3 = self._s3()
+        missing = [u for u in uris if not _s3_exists(s3, u)]
+        if missing:
+            raise CodeMissing(f"The code this job runs is not in S3: {', '.join(missing)}. Upload this checkout's "
+                              "artefact (`python -m include.targets.aws.artifact`, docs/running-on-aws.md) with the "
+                              "same code the DAGs were parsed from, then clear the task.")
+
+    def _finish(self, job_id: str | None) -> str | None:
+        """After a successful job: its output must exist; return it (or the job run id)."""
+        if not self.job_output or not self.wait_for_completion:
+            return job_id
+        if not _s3_exists(self._s3(), self.job_output):
+            raise JobStateError(f"EMR Serverless job run {job_id} succeeded but wrote nothing at {self.job_output}; "
+                                f"see its driver log under the job's logUri.")
+        return self.job_output
 
     def _identity(self, context) -> tuple[str, str, range, str]:
         ti = context["ti"]
@@ -97,6 +139,8 @@ class ReattachingEmrServerlessStartJobOperator(EmrServerlessStartJobOperator):
         self.config = {**(self.config or {}),
                        "tags": {**(self.config or {}).get("tags", {}), RUN_TAG: run_id,
                                 TRY_TAG: str(context["ti"].try_number)}}
+        if self.require_code and event is None:
+            self._check_code()
         found = find_emr_serverless_run(self.hook.conn, self.application_id, stem, run_id, tries)
         for run in found["stale"]:
             self.log.warning("Cancelling job run %s (%s): started before this task was cleared, still %s",
@@ -104,12 +148,12 @@ class ReattachingEmrServerlessStartJobOperator(EmrServerlessStartJobOperator):
             self.hook.conn.cancel_job_run(applicationId=self.application_id, jobRunId=run["jobRunId"])
         run = found["reattach"]
         if run is None:
-            return super().execute(context, event)
+            return self._finish(super().execute(context, event))
         self.job_id = self.reattached = run["jobRunId"]
         if run["state"] == "SUCCESS":
             self.log.info("Job run %s (%s) already succeeded for this run: not submitting again.",
                           self.job_id, run["name"])
-            return self.job_id
+            return self._finish(self.job_id)
         self.log.info("Reattaching to job run %s (%s), %s, instead of submitting a second one.",
                       self.job_id, run["name"], run["state"])
         if not self.wait_for_completion:
@@ -131,11 +175,17 @@ class ReattachingEmrServerlessStartJobOperator(EmrServerlessStartJobOperator):
             "application_id": self.application_id, "job_id": self.job_id}})
 
     def execute_complete(self, context, event: dict[str, Any] | None = None) -> str | None:
+        if (event or {}).get("status") != "success" and "job_details" not in (event or {}):
+            # The wait itself failed (the trigger could not poll): the job may still run; a retry reattaches to it.
+            raise JobStateError(f"Waiting for EMR Serverless job run {self.job_id or '(unknown)'} failed: "
+                                f"{(event or {}).get('message', event)}. The job was not cancelled; the retry "
+                                "reattaches to it. If the message names aiobotocore, install "
+                                "apache-airflow-providers-amazon[aiobotocore] where the triggerer runs.")
         job_id = super().execute_complete(context, event)
         state = self.hook.conn.get_job_run(applicationId=self.application_id, jobRunId=job_id)["jobRun"]["state"]
         if state != "SUCCESS":
             raise JobStateError(f"EMR Serverless job run {job_id} reported done but is {state}; see its driver log.")
-        return job_id
+        return self._finish(job_id)
 
 
 class StoppingSageMakerTrigger(SageMakerTrigger):

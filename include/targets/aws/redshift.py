@@ -12,15 +12,19 @@ psql) gets the explicit ``BEGIN; DELETE; INSERT; COMMIT;``.
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from datetime import date
+from typing import Any
 
-from include.targets.aws.emr import OperatorSpec
+from include.targets.aws.emr import OperatorSpec, instantiate
 from include.targets.aws.settings import AwsSettings
-from include.warehouse import LOADS
+from include.warehouse import DDL, LOADS, OPS_TABLES
 
 REDSHIFT_DATA_OPERATOR = "airflow.providers.amazon.aws.operators.redshift_data.RedshiftDataOperator"
 _S3_PREFIX = re.compile(r"^s3://[a-z0-9][a-z0-9.-]+/[A-Za-z0-9_./=-]*$")
+_TEMPLATE = re.compile(r"\{\{[^{}]*\}\}")
 _ROLE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9+=,.@_/-]+$")
 
 
@@ -51,7 +55,7 @@ def load_statements(table: str, s3_prefix: str, iam_role_arn: str, start, end, *
     """
     if table not in LOADS:
         raise KeyError(f"{table} is not a loadable table; use one of {', '.join(LOADS)}.")
-    if not _S3_PREFIX.match(s3_prefix):
+    if not _S3_PREFIX.match(_TEMPLATE.sub("x", s3_prefix)):  # a template renders the interval's key
         raise ValueError(f"{s3_prefix!r} is not an s3://bucket/prefix/ URI (quotes and spaces are refused).")
     if not _ROLE.match(iam_role_arn):
         raise ValueError(f"{iam_role_arn!r} is not an IAM role ARN; set FLIGHTS_AWS_REDSHIFT_COPY_ROLE_ARN.")
@@ -90,3 +94,178 @@ def load_job(aws: AwsSettings, *, task_id: str, table: str, s3_prefix: str, star
     }
     kwargs.update(operator_kwargs)
     return OperatorSpec(REDSHIFT_DATA_OPERATOR, kwargs)
+
+
+def instantiate_load(aws: AwsSettings, **kwargs):
+    """The ``RedshiftDataOperator`` of ``load_job`` (for the DAGs' step factory)."""
+    return instantiate(load_job(aws, **kwargs))
+
+
+# --- the Warehouse seam on Redshift ------------------------------------------------------------
+
+
+def redshift_ddl() -> list[str]:
+    """``include.warehouse.DDL`` in Redshift's dialect.
+
+    Redshift has no ``ADD COLUMN IF NOT EXISTS`` (those columns are folded into their
+    ``CREATE TABLE``) and its ``TEXT`` is ``VARCHAR(256)`` (long texts get ``VARCHAR(65535)``).
+    """
+    added: dict[str, list[str]] = {}
+    out = []
+    for stmt in DDL:
+        m = re.match(r"ALTER TABLE (\S+) ADD COLUMN IF NOT EXISTS (.+)$", stmt.strip())
+        if m:
+            added.setdefault(m[1], []).append(m[2])
+        else:
+            out.append(stmt)
+    for i, stmt in enumerate(out):
+        m = re.match(r"CREATE TABLE IF NOT EXISTS (\S+) \(", stmt)
+        if m and m[1] in added:
+            end = stmt.rindex(")")
+            out[i] = f"{stmt[:end]},\n        {', '.join(added[m[1]])}{stmt[end:]}"
+    return [re.sub(r"\bTEXT\b", "VARCHAR(65535)", stmt) for stmt in out]
+
+
+class WarehouseError(RuntimeError):
+    """A Redshift statement failed, was aborted, or did not finish in time."""
+
+
+class RedshiftWarehouse:
+    """``ops.*`` records, queries and interval loads through the Redshift Data API.
+
+    Statements run on the workgroup (or cluster) of the settings; each call waits for its
+    statement (a few seconds). The DAGs' interval loads run as deferrable
+    ``RedshiftDataOperator`` batches instead (``load_job``); ``load_interval`` runs the same
+    batch from a Python process (a manual reload).
+    """
+
+    FAILED = ("FAILED", "ABORTED")
+
+    def __init__(self, aws: AwsSettings, client=None, timeout_s: float = 900.0):
+        self.aws, self._client, self.timeout_s = aws, client, timeout_s
+        self._ready = False
+
+    @property
+    def client(self):
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("redshift-data", **self.aws.client_kwargs())
+        return self._client
+
+    def _where(self) -> dict[str, str]:
+        names = {"database": "Database", "workgroup_name": "WorkgroupName", "cluster_identifier": "ClusterIdentifier",
+                 "db_user": "DbUser", "secret_arn": "SecretArn"}
+        where = {names[k]: v for k, v in self.aws.warehouse_kwargs.items() if v}
+        if "WorkgroupName" not in where and "ClusterIdentifier" not in where:
+            raise WarehouseError("The Redshift warehouse needs FLIGHTS_AWS_REDSHIFT_WORKGROUP (Serverless) or "
+                                 "FLIGHTS_AWS_REDSHIFT_CLUSTER_ID (provisioned).")
+        return where
+
+    def status(self, statement_id: str) -> dict:
+        """``DescribeStatement`` of one statement (its ``Status`` and ``Error``)."""
+        return self.client.describe_statement(Id=statement_id)
+
+    def wait(self, statement_id: str, what: str) -> dict:
+        delay, deadline = 0.25, time.monotonic() + self.timeout_s
+        while True:
+            desc = self.status(statement_id)
+            if desc["Status"] == "FINISHED":
+                return desc
+            if desc["Status"] in self.FAILED:
+                raise WarehouseError(f"Redshift statement {statement_id} ({what}) ended {desc['Status']}: "
+                                     f"{desc.get('Error', 'no error message')}")
+            if time.monotonic() > deadline:
+                self.client.cancel_statement(Id=statement_id)
+                raise WarehouseError(f"Redshift statement {statement_id} ({what}) did not finish in "
+                                     f"{self.timeout_s:.0f} s and was cancelled; check the workgroup's capacity.")
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def execute(self, sql: str, parameters: list[dict] | None = None) -> dict:
+        kwargs: dict[str, Any] = {"Sql": sql, **self._where()}
+        if parameters:
+            kwargs["Parameters"] = parameters
+        statement = self.client.execute_statement(**kwargs)["Id"]
+        return self.wait(statement, sql.split("(")[0][:60])
+
+    def ensure_schema(self) -> None:
+        if self._ready:
+            return
+        for stmt in redshift_ddl():  # each idempotent (IF NOT EXISTS / OR REPLACE)
+            self.execute(stmt)
+        self._ready = True
+
+    def record(self, table: str, row: dict[str, Any]) -> None:
+        if table not in OPS_TABLES:
+            raise KeyError(f"{table} is not an ops table; ops tables: {', '.join(OPS_TABLES)}")
+        sql, params = insert_statement(table, row)
+        try:
+            self.execute(sql, params)
+        except WarehouseError as exc:
+            if "does not exist" not in str(exc):
+                raise
+            self.ensure_schema()  # the first record into a fresh database creates the schema
+            self.execute(sql, params)
+
+    def query(self, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
+        parts = sql.split("?")
+        text = parts[0] + "".join(f":p{i}{rest}" for i, rest in enumerate(parts[1:]))
+        parameters = [{"name": f"p{i}", "value": _param(v)} for i, v in enumerate(params or [])]
+        desc = self.execute(text, parameters)
+        if not desc.get("HasResultSet", True):
+            return [], []
+        pages = self.client.get_paginator("get_statement_result").paginate(Id=desc["Id"])
+        columns, rows = [], []
+        for page in pages:
+            columns = columns or [c.get("name") or c.get("label") for c in page.get("ColumnMetadata", [])]
+            rows += [tuple(_value(f) for f in record) for record in page.get("Records", [])]
+        return columns, rows
+
+    def load_interval(self, table: str, s3_prefix, start, end) -> int:
+        """Load the export under ``s3_prefix`` for ``start``..``end`` as one batch (one transaction)."""
+        if not str(s3_prefix).startswith("s3://"):
+            raise ValueError(f"Redshift loads from S3: {s3_prefix} is not an s3:// export folder.")
+        if not self.aws.redshift_copy_role_arn:
+            raise WarehouseError("The Redshift load needs FLIGHTS_AWS_REDSHIFT_COPY_ROLE_ARN (the role COPY assumes).")
+        sqls = load_statements(table, str(s3_prefix), self.aws.redshift_copy_role_arn, start, end,
+                               explicit_transaction=False)
+        self.ensure_schema()
+        batch = self.client.batch_execute_statement(Sqls=sqls, StatementName=f"load-{table}", **self._where())["Id"]
+        self.wait(batch, f"load {table}")
+        _, rows = self.query(f"SELECT count(*) FROM {table} WHERE flight_date BETWEEN ? AND ?",
+                             [_day(start), _day(end)])
+        return int(rows[0][0])
+
+
+def _param(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def insert_statement(table: str, row: dict[str, Any]) -> tuple[str, list[dict]]:
+    """``INSERT`` with named Data API parameters; NULLs and empty strings are written as literals."""
+    values, params = [], []
+    for col, value in row.items():
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", col):
+            raise ValueError(f"{col!r} is not a column name")
+        if value is None:
+            values.append("NULL")
+        elif value == "":
+            values.append("''")
+        else:
+            values.append(f":{col}")
+            params.append({"name": col, "value": _param(value)})
+    return f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join(values)})", params
+
+
+def _value(field: dict):
+    if field.get("isNull"):
+        return None
+    for key in ("booleanValue", "longValue", "doubleValue", "stringValue"):
+        if key in field:
+            return field[key]
+    return None

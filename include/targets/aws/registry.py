@@ -107,7 +107,7 @@ class SageMakerModelRegistry:
 
     # --- the ModelRegistry protocol --------------------------------------------------------
     def register(self, outputs: TrainingOutputs, tags: dict[str, str]) -> ModelVersion:
-        model_data = tags.get(MODEL_DATA_URL, "")
+        model_data = tags.get(MODEL_DATA_URL) or outputs.model_uri
         if not model_data.startswith("s3://"):
             raise RegistryError(f"register() needs tags[{MODEL_DATA_URL!r}] = the training job's "
                                 "ModelArtifacts.S3ModelArtifacts (s3://.../model.tar.gz).")
@@ -191,6 +191,22 @@ class SageMakerModelRegistry:
         if not (bundle / "model.json").exists():
             raise RegistryError(f"{url} holds no bundle/model.json: it was not written by the project's trainer.")
         return bundle
+
+    def bundle_uri(self, version: ModelVersion) -> str:
+        return f"{self.aws.artifacts_root}/models/{self.group}/{version.version}/bundle"
+
+    def publish_bundle(self, version: ModelVersion) -> str:
+        """Put the version's unpacked scoring bundle on S3 (once) for Spark jobs; returns its folder URI."""
+        uri = self.bundle_uri(version)
+        bucket, prefix = split_s3(uri + "/")
+        if self.s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "model.json", MaxKeys=1).get("KeyCount"):
+            return uri
+        local = self.bundle_dir(version)
+        for path in sorted(p for p in local.rglob("*") if p.is_file() and p.name != "model.json"):
+            self.s3.upload_file(str(path), bucket, prefix + path.relative_to(local).as_posix())
+        self.s3.upload_file(str(local / "model.json"), bucket, prefix + "model.json")  # last: marks it complete
+        log.info("Published %s v%s's bundle to %s", self.group, version.version, uri)
+        return uri
 
     def training_window(self, version: str) -> str:
         return (self._describe(version).get("CustomerMetadataProperties") or {}).get("training_window", "")

@@ -93,6 +93,8 @@ class AwsSettings:
     redshift_secret_arn: str = ""
     redshift_copy_role_arn: str = ""
     endpoint_url: str = ""
+    deferrable: bool = True
+    poll_s: int = 30
     tags: dict = field(default_factory=lambda: {"project": "flights-lakehouse"})
 
     # --- derived locations ---------------------------------------------------------------
@@ -258,4 +260,6 @@ def load_aws_settings(env=None) -> AwsSettings:
         redshift_secret_arn=arns["FLIGHTS_AWS_REDSHIFT_SECRET_ARN"],
         redshift_copy_role_arn=arns["FLIGHTS_AWS_REDSHIFT_COPY_ROLE_ARN"],
         endpoint_url=_get(env, "FLIGHTS_AWS_ENDPOINT_URL"),
+        deferrable=_bool(env, "FLIGHTS_AWS_DEFERRABLE", True),
+        poll_s=_int(env, "FLIGHTS_AWS_POLL_S", 30),
     )
