@@ -38,7 +38,14 @@ class AirflowStack:
         airflow_home = home / "airflow"
         self.db = airflow_home / "airflow.db"
         self.env = dict(os.environ)
+        for key, value in (("FLIGHTS_JARS_DIR", str(REPO / ".cache" / "jars")), ("SPARK_LOCAL_IP", "127.0.0.1"),
+                           ("GX_ANALYTICS_ENABLED", "false"), ("MLFLOW_DISABLE_TELEMETRY", "true")):
+            self.env.setdefault(key, value)
+        self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), self.env.get("PYTHONPATH", "")]))
         self.env.update(
+            AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
+            AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
+            AIRFLOW__CORE__LOAD_EXAMPLES="False",
             FLIGHTS_HOME=str(home),
             AIRFLOW_HOME=str(airflow_home),
             AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{self.db}",
