@@ -41,6 +41,9 @@ os.environ.update(
     GX_ANALYTICS_ENABLED="false",
 )
 os.environ.setdefault("FLIGHTS_JARS_DIR", str(REPO / ".cache" / "jars"))
+# The in-process Spark session serves every transform, corpus and crash-setup test of the run;
+# the default 1 GB driver heap runs out over the whole suite.
+os.environ.setdefault("PYSPARK_SUBMIT_ARGS", "--driver-memory 3g pyspark-shell")
 os.environ["PYSPARK_PYTHON"] = os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
 if str(REPO) not in sys.path:
