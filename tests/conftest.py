@@ -6,6 +6,7 @@ Airflow home) under a temporary folder; nothing touches the developer's ``.state
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -56,6 +57,20 @@ def pytest_sessionfinish(session, exitstatus):
         print(f"\nTest state kept in {_HOME}")
     else:
         shutil.rmtree(_HOME, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def isolated_flights_home(tmp_path_factory, name: str):
+    """A FLIGHTS_HOME of a module's own (registry, warehouse, alert file start empty); yields it."""
+    from include.config import settings
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FLIGHTS_HOME", str(tmp_path_factory.mktemp(name) / "home"))
+        mp.setenv("FLIGHTS_ALERT_CHANNELS", "file")
+        mp.delenv("FLIGHTS_MLFLOW_TRACKING_URI", raising=False)
+        settings.cache_clear()
+        yield settings().home
+    settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

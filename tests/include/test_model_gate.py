@@ -19,6 +19,7 @@ from include.pipeline import promote
 from include.targets import get_target
 from include.training.train import train_and_evaluate
 from tests.include.test_alert_delivery import FakeTI
+from tests.conftest import isolated_flights_home
 from tests.include.test_training import _fixture
 
 RUN_ID = "manual__2013-03-01T00:00:00+00:00"
@@ -26,13 +27,8 @@ RUN_ID = "manual__2013-03-01T00:00:00+00:00"
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FLIGHTS_HOME", str(tmp_path_factory.mktemp("model-gate") / "home"))
-        mp.setenv("FLIGHTS_ALERT_CHANNELS", "file")
-        mp.delenv("FLIGHTS_MLFLOW_TRACKING_URI", raising=False)
-        settings.cache_clear()
-        yield settings().home
-    settings.cache_clear()
+    with isolated_flights_home(tmp_path_factory, "model-gate") as path:
+        yield path
 
 
 def _export(root, frame):

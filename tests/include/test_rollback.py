@@ -18,6 +18,7 @@ from include.training.bundle import load_bundle
 from include.training.registry import PREVIOUS_CHAMPION, RollbackError
 from include.training.rollback import default_user, main
 from include.training.train import train_and_evaluate
+from tests.conftest import isolated_flights_home
 from tests.include.test_training import _fixture
 
 WINDOWS = ("2013-01-01..2013-01-28", "2013-01-08..2013-02-04", "2013-01-15..2013-02-11")
@@ -26,13 +27,8 @@ WINDOWS = ("2013-01-01..2013-01-28", "2013-01-08..2013-02-04", "2013-01-15..2013
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     """A FLIGHTS_HOME of this module's own: registry, warehouse and alert file start empty."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("FLIGHTS_HOME", str(tmp_path_factory.mktemp("rollback") / "home"))
-        mp.setenv("FLIGHTS_ALERT_CHANNELS", "file")
-        mp.delenv("FLIGHTS_MLFLOW_TRACKING_URI", raising=False)
-        settings.cache_clear()
-        yield settings().home
-    settings.cache_clear()
+    with isolated_flights_home(tmp_path_factory, "rollback") as path:
+        yield path
 
 
 @pytest.fixture(scope="module")
