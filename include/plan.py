@@ -123,14 +123,17 @@ def aws_plan(aws, pricing: dict) -> list[Step]:
     else:
         for run in ("daily", "training"):
             interval = DAY if run == "daily" else WINDOW
-            run_jobs = [{"task_id": t, "job": j, "args": a, "name": _name(r, t, interval)}
-                        for r, t, j, a in jobs if r == run]
-            specs = emr.ec2_jobs(aws, cluster_name=f"flights {run} {interval.key}", jobs=run_jobs, code=code)
+            run_jobs = [{"task_id": t, "job": j, "args": a} for r, t, j, a in jobs if r == run]
+            specs = emr.ec2_jobs(aws, jobs=run_jobs, code=code, interval_key=interval.key)
             minutes = sum(est[j["task_id"]]["minutes"] for j in run_jobs) + est["emr_ec2_cluster_overhead_minutes"]
             for s in specs:
-                is_create = s.class_name == "EmrCreateJobFlowOperator"
-                spec = s.kwargs.get("job_flow_overrides") or s.kwargs.get("steps") or {
-                    k: v for k, v in s.kwargs.items() if k != "task_id"}
+                is_create = s.operator == emr.CLUSTER_OPERATOR
+                if is_create:
+                    spec = {**s.kwargs["job_flow_overrides"], "Name": f"flights_{run}.{interval.key}.<run digest>"}
+                elif s.operator == emr.STEP_OPERATOR:
+                    spec = {**s.kwargs["step"], "Name": _name(run, s.kwargs["task_id"], interval)}
+                else:
+                    spec = {k: v for k, v in s.kwargs.items() if k != "task_id"}
                 steps.append(Step(run, s.kwargs["task_id"], s.class_name, spec,
                                   emr_ec2_cost(prices, aws, minutes) if is_create else 0.0,
                                   f"cluster up {minutes} min" if is_create else "billed with the cluster"))
@@ -219,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("FLIGHTS_AWS_REGION"):
         aws, source = load_aws_settings(), "settings from FLIGHTS_AWS_* variables"
     else:
-        aws, source = AwsSettings.example(), "placeholder settings (FLIGHTS_AWS_* not set)"
+        mode = os.environ.get("FLIGHTS_AWS_SPARK_MODE", "").strip().lower() or "serverless"
+        aws, source = AwsSettings.example(spark_mode=mode), "placeholder settings (FLIGHTS_AWS_REGION not set)"
     pricing = load_pricing(a.pricing)
     print(render(aws_plan(aws, pricing), f"Target aws, Spark on EMR {aws.spark_mode} ({aws.emr_release}); {source}.",
                  pricing))

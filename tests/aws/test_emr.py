@@ -1,4 +1,4 @@
-"""EMR specs: rendered Serverless and EC2 requests, and reattach / cancel against a moto server."""
+"""EMR Serverless specs: rendered requests, and reattach / cancel against a moto server (EC2: test_emr_cluster)."""
 
 from __future__ import annotations
 
@@ -45,31 +45,6 @@ def test_serverless_operator_templates_the_interval(aws):
 
     ti = SimpleNamespace(xcom_pull=lambda task_ids: {"start": "2013-03-01", "end": "2013-03-07"})
     assert Environment().from_string(op.interval_key).render(ti=ti) == "20130301_20130307"
-
-
-def test_ec2_specs_pin_release_and_terminate_always(aws, boto):
-    specs = emr.ec2_jobs(aws, cluster_name="flights_daily 2013-01-01", code=CODE, jobs=[
-        {"task_id": "ingest_bronze", "job": "bronze_landing", "args": ARGS, "name": "flights_daily.ingest_bronze.x.try1"}])
-    names = [s.class_name for s in specs]
-    assert names == ["EmrCreateJobFlowOperator", "EmrAddStepsOperator", "EmrStepSensor", "EmrTerminateJobFlowOperator"]
-    create, add, sensor, terminate = specs
-    cfg = create.kwargs["job_flow_overrides"]
-    assert cfg["ReleaseLabel"] == aws.emr_release == "emr-spark-8.0.0"
-    groups = {g["InstanceRole"]: g for g in cfg["Instances"]["InstanceGroups"]}
-    assert groups["MASTER"]["InstanceType"] == "m6i.xlarge"
-    assert (groups["CORE"]["InstanceType"], groups["CORE"]["InstanceCount"]) == ("m6i.2xlarge", 2)
-    step_args = add.kwargs["steps"][0]["HadoopJarStep"]["Args"]
-    assert step_args[:5] == ["spark-submit", "--deploy-mode", "cluster", "--py-files", CODE["zip"]]
-    assert step_args[-len(ARGS) - 1:] == [CODE["prefix"] + "/spark_jobs/bronze_landing.py", *ARGS]
-    assert sensor.kwargs["deferrable"] is True
-    assert terminate.kwargs["trigger_rule"] == "all_done"
-    ops = [emr.instantiate(s) for s in specs]  # every kwarg is accepted by the installed provider
-    assert ops[2].deferrable and str(ops[3].trigger_rule) in ("all_done", "TriggerRule.ALL_DONE")
-    # The rendered request is one EMR accepts (moto validates the shape; steps stay RUNNING there).
-    client = boto("emr")
-    cluster = client.run_job_flow(**{**cfg, "ReleaseLabel": "emr-7.12.0"})["JobFlowId"]
-    step_ids = client.add_job_flow_steps(JobFlowId=cluster, Steps=add.kwargs["steps"])["StepIds"]
-    assert client.describe_step(ClusterId=cluster, StepId=step_ids[0])["Step"]["Config"]["Args"] == step_args
 
 
 # --- reattach and cancel against the moto server ----------------------------------------------

@@ -16,9 +16,10 @@ CALLS = {
         "emr-serverless:GetJobRun", "emr-serverless:ListJobRuns", "emr-serverless:CancelJobRun",
         "emr-serverless:TagResource",  # StartJobRun with tags
         "iam:PassRole"},
-    "include/targets/aws/emr.py ec2_jobs (EmrCreateJobFlow/AddSteps/StepSensor/TerminateJobFlow)": {
-        "elasticmapreduce:RunJobFlow", "elasticmapreduce:AddTags", "elasticmapreduce:AddJobFlowSteps",
-        "elasticmapreduce:DescribeStep", "elasticmapreduce:TerminateJobFlows"},
+    "include/targets/aws/cluster.py + provider EmrCreateJobFlow/AddSteps/TerminateJobFlow": {
+        "elasticmapreduce:RunJobFlow", "elasticmapreduce:AddTags", "elasticmapreduce:ListClusters",
+        "elasticmapreduce:DescribeCluster", "elasticmapreduce:AddJobFlowSteps", "elasticmapreduce:ListSteps",
+        "elasticmapreduce:DescribeStep", "elasticmapreduce:CancelSteps", "elasticmapreduce:TerminateJobFlows"},
     "include/targets/aws/operators.py + provider SageMakerTrainingOperator": {
         "sagemaker:CreateTrainingJob", "sagemaker:DescribeTrainingJob", "sagemaker:StopTrainingJob",
         "sagemaker:AddTags"},
@@ -45,7 +46,7 @@ CALLS = {
     "Redshift COPY in redshift.py (copy role)": {"s3:GetObject", "s3:ListBucket"},
 }
 # Actions AWS does not let a policy scope to a resource (documented in docs/running-on-aws.md).
-RESOURCE_STAR_ALLOWED = {"elasticmapreduce:RunJobFlow", "sagemaker:ListModelPackages",
+RESOURCE_STAR_ALLOWED = {"elasticmapreduce:RunJobFlow", "elasticmapreduce:ListClusters", "sagemaker:ListModelPackages",
                          "redshift-data:DescribeStatement", "redshift-data:CancelStatement",
                          "redshift-data:GetStatementResult", "ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"}
 

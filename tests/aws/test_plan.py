@@ -53,8 +53,9 @@ def test_ec2_mode_bills_the_cluster_once(tmp_path):
     pricing = plan.load_pricing()
     aws = AwsSettings.example(spark_mode="ec2")
     steps = [s for s in plan.aws_plan(aws, pricing) if s.run == "daily"]
-    creates = [s for s in steps if s.operator == "EmrCreateJobFlowOperator"]
-    assert len(creates) == 1 and [s.operator for s in steps].count("EmrStepSensor") == 5
+    creates = [s for s in steps if s.operator == "ReattachingEmrCreateJobFlowOperator"]
+    assert len(creates) == 1 and [s.operator for s in steps].count("ReattachingEmrStepOperator") == 5
+    assert steps[len(DAILY) + 1].operator == "EmrTerminateJobFlowOperator"
     minutes = sum(pricing["estimates"][t]["minutes"] for t in DAILY) + 8
     assert creates[0].cost == pytest.approx((0.192 + 0.048 + 2 * (0.384 + 0.096)) * minutes / 60)
 

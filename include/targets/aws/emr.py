@@ -7,8 +7,9 @@ interval from XCom at run time, exactly like the local ``spark-submit`` argument
 
 * Serverless: ``ReattachingEmrServerlessStartJobOperator`` (deferrable, named
   ``<dag>.<task>.<interval>.try<n>``, reattaches on retry, cancels on kill).
-* EC2: create cluster → add step → ``EmrStepSensor(deferrable=True)`` → terminate
-  (``trigger_rule="all_done"``, so a failed step never leaves the cluster running).
+* EC2: one transient cluster per DAG run (a setup task) → one task per job that adds its step
+  and waits for it (deferrable, reattaches on retry, cancels on kill) → terminate (the
+  teardown, run when all steps are done whatever their outcome). See ``cluster.py``.
 
 Versions come from ``include.targets.aws.releases``: the release label and the Delta jars
 of the EMR runtime the jobs run on.
@@ -161,28 +162,46 @@ def step(aws: AwsSettings, *, name: str, job: str, args: list[str], code: dict[s
     }
 
 
-def ec2_jobs(aws: AwsSettings, *, cluster_name: str, jobs: list[dict], code: dict[str, str],
-             prefix: str = "emr") -> list[OperatorSpec]:
-    """Create cluster → (add step → deferrable step sensor) per job → terminate (``all_done``).
+CLUSTER_OPERATOR = "include.targets.aws.cluster.ReattachingEmrCreateJobFlowOperator"
+STEP_OPERATOR = "include.targets.aws.cluster.ReattachingEmrStepOperator"
+TERMINATE_OPERATOR = "airflow.providers.amazon.aws.operators.emr.EmrTerminateJobFlowOperator"
+CREATE_CLUSTER_TASK, TERMINATE_CLUSTER_TASK = "emr_create_cluster", "emr_terminate_cluster"
+CLUSTER_ID = "{{ ti.xcom_pull(task_ids='%s') }}" % CREATE_CLUSTER_TASK
+
+
+def create_cluster(aws: AwsSettings, *, interval_key: str, name: str = "<dag>.<interval>.<run digest>",
+                   **operator_kwargs) -> OperatorSpec:
+    """The run's cluster (a setup task); its name is set at run time from DAG, interval and run."""
+    return OperatorSpec(CLUSTER_OPERATOR, {
+        "task_id": CREATE_CLUSTER_TASK, "job_flow_overrides": cluster_config(aws, name),
+        "interval_key": interval_key, "region_name": aws.region, "wait_for_completion": False,
+        **operator_kwargs})
+
+
+def cluster_step(aws: AwsSettings, *, task_id: str, job: str, args: list[str], code: dict[str, str],
+                 interval_key: str, **operator_kwargs) -> OperatorSpec:
+    """One Spark job as a step of the run's cluster: added and waited for by one task (``cluster.py``)."""
+    return OperatorSpec(STEP_OPERATOR, {
+        "task_id": task_id, "job_flow_id": CLUSTER_ID, "region_name": aws.region,
+        "step": step(aws, name="<dag>.<task>.<interval>.try<n>", job=job, args=args, code=code),
+        "interval_key": interval_key, "deferrable": True, "waiter_delay": WAITER_DELAY_S,
+        "timeout_minutes": aws.emr_job_timeout_minutes, **operator_kwargs})
+
+
+def terminate_cluster(aws: AwsSettings, **operator_kwargs) -> OperatorSpec:
+    """The teardown: ends the run's cluster once every step is done, whatever their outcome."""
+    return OperatorSpec(TERMINATE_OPERATOR, {
+        "task_id": TERMINATE_CLUSTER_TASK, "job_flow_id": CLUSTER_ID, "region_name": aws.region,
+        "trigger_rule": "all_done", **operator_kwargs})
+
+
+def ec2_jobs(aws: AwsSettings, *, jobs: list[dict], code: dict[str, str], interval_key: str) -> list[OperatorSpec]:
+    """Create cluster → one step task per job, in order → terminate (what the DAG builds, for the plan).
 
     Args:
-        jobs: ``{"task_id", "job", "args", "name"}`` per Spark job, in order.
+        jobs: ``{"task_id", "job", "args"}`` per Spark job, in order.
     """
-    create_id = f"{prefix}_create_cluster"
-    cluster = "{{ ti.xcom_pull(task_ids='%s') }}" % create_id
-    specs = [OperatorSpec("airflow.providers.amazon.aws.operators.emr.EmrCreateJobFlowOperator", {
-        "task_id": create_id, "job_flow_overrides": cluster_config(aws, cluster_name),
-        "region_name": aws.region, "wait_for_completion": False})]
-    for j in jobs:
-        add_id = f"{j['task_id']}_add_step"
-        specs.append(OperatorSpec("airflow.providers.amazon.aws.operators.emr.EmrAddStepsOperator", {
-            "task_id": add_id, "job_flow_id": cluster, "region_name": aws.region,
-            "steps": [step(aws, name=j["name"], job=j["job"], args=j["args"], code=code)]}))
-        specs.append(OperatorSpec("airflow.providers.amazon.aws.sensors.emr.EmrStepSensor", {
-            "task_id": j["task_id"], "job_flow_id": cluster, "region_name": aws.region,
-            "step_id": "{{ ti.xcom_pull(task_ids='%s')[0] }}" % add_id, "deferrable": True,
-            "poke_interval": WAITER_DELAY_S, "max_attempts": aws.emr_job_timeout_minutes * 60 // WAITER_DELAY_S}))
-    specs.append(OperatorSpec("airflow.providers.amazon.aws.operators.emr.EmrTerminateJobFlowOperator", {
-        "task_id": f"{prefix}_terminate_cluster", "job_flow_id": cluster, "region_name": aws.region,
-        "trigger_rule": "all_done"}))
-    return specs
+    return [create_cluster(aws, interval_key=interval_key),
+            *[cluster_step(aws, task_id=j["task_id"], job=j["job"], args=j["args"], code=code,
+                           interval_key=interval_key) for j in jobs],
+            terminate_cluster(aws)]

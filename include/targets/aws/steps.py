@@ -7,7 +7,10 @@ ones the local target passes to spark-submit (``include.jobs.job_args``):
 
 * ``spark``: one EMR Serverless job run, named ``<dag>.<task>.<interval>.try<n>``; a retry
   reattaches, a kill cancels, success is checked against the job's final state and the
-  presence of its output.
+  presence of its output. With ``FLIGHTS_AWS_SPARK_MODE=ec2`` the job is instead a step of
+  the run's transient EMR cluster, with the same names and guarantees: the first Spark step
+  of a DAG adds ``emr_create_cluster`` (setup) and ``emr_terminate_cluster`` (teardown), and
+  every Spark step sits between them (``include.targets.aws.cluster``).
 * ``gate``: the gate's EMR job writes its JSON summary to the lake, then a Python task
   (``enforce_<gate>_gate``) reads it, records it in ``ops.quality_gates`` and fails the run
   when the data broke its contract.
@@ -20,8 +23,6 @@ ones the local target passes to spark-submit (``include.jobs.job_args``):
 
 Deferred waits need aiobotocore where the triggerer runs; ``FLIGHTS_AWS_DEFERRABLE=false``
 waits inside the worker instead (every ``FLIGHTS_AWS_POLL_S`` seconds).
-
-EMR on EC2 (``FLIGHTS_AWS_SPARK_MODE=ec2``) is in the explain plan but not in the DAGs yet.
 """
 
 from __future__ import annotations
@@ -59,24 +60,38 @@ def _enforce_predictions_gate(interval: dict, champion: dict, result: str, **con
 
 class AwsSteps:
     def __init__(self, aws: AwsSettings, code: dict[str, str]):
-        if aws.spark_mode != "serverless":
-            raise ConfigError(f"FLIGHTS_AWS_SPARK_MODE={aws.spark_mode} runs in the explain plan only: the DAGs run "
-                              "Spark on EMR Serverless. Set FLIGHTS_AWS_SPARK_MODE=serverless and "
-                              "FLIGHTS_AWS_EMR_APPLICATION_ID.")
         if aws.deferrable and importlib.util.find_spec("aiobotocore") is None:
             raise ConfigError("FLIGHTS_AWS_DEFERRABLE=true needs aiobotocore where the triggerer runs (the Amazon "
                               "provider's async hooks): install apache-airflow-providers-amazon[aiobotocore], or set "
                               "FLIGHTS_AWS_DEFERRABLE=false to wait for cloud jobs inside the worker.")
         self.aws, self.code = aws, code
         self.lake = aws.lake_root
+        self._cluster = None  # (create, terminate) of this DAG's EMR cluster, in ec2 mode
+
+    def _cluster_tasks(self, ref: RunRef, interval):
+        """The run's cluster: created as a setup task on the first Spark step, torn down after the last."""
+        if self._cluster is None:
+            create = emr.instantiate(emr.create_cluster(self.aws, interval_key=ref.key))
+            terminate = emr.instantiate(emr.terminate_cluster(self.aws))
+            interval >> create >> terminate.as_teardown(setups=create)
+            self._cluster = (create, terminate)
+        return self._cluster
 
     # --- helpers -------------------------------------------------------------------------------
     @staticmethod
     def _ref(interval) -> RunRef:
         return RunRef.template(interval.operator.task_id)
 
-    def _emr(self, task_id: str, ref: RunRef, args: list[str], output: str | None = None):
+    def _emr(self, task_id: str, ref: RunRef, args: list[str], output: str | None = None, interval=None):
         minutes = self.aws.emr_job_timeout_minutes
+        if self.aws.spark_mode == "ec2":
+            create, terminate = self._cluster_tasks(ref, interval)
+            op = emr.instantiate(emr.cluster_step(
+                self.aws, task_id=task_id, job=JOBS[task_id], args=args, code=self.code, interval_key=ref.key,
+                job_output=output, require_code=True, pool=SPARK_POOL, deferrable=self.aws.deferrable,
+                waiter_delay=self.aws.poll_s, execution_timeout=timedelta(minutes=minutes + 15)))
+            create >> op >> terminate
+            return op
         spec = emr.serverless_job(
             self.aws, task_id=task_id, job=JOBS[task_id], args=args, code=self.code, interval_key=ref.key,
             job_output=output, require_code=True, pool=SPARK_POOL, deferrable=self.aws.deferrable,
@@ -95,7 +110,7 @@ class AwsSteps:
             extra = {"validation_days": "{{ params.validation_days }}", "holdout_days": "{{ params.holdout_days }}"}
             output = training_set_uri(self.lake, ref)
         op = self._emr(task_id, ref, job_args(task_id, lake=self.lake, landing=self.aws.landing_root, ref=ref,
-                                              **extra), output)
+                                              **extra), output, interval)
         interval >> op
         return op.output if output else op
 
@@ -103,7 +118,7 @@ class AwsSteps:
         ref, gate = self._ref(interval), GATE_TASKS[task_id]
         with TaskGroup(f"{gate}_gate", prefix_group_id=False) as group:
             job = self._emr(task_id, ref, job_args(task_id, lake=self.lake, landing="", ref=ref),
-                            output=result_uri(self.lake, gate, ref))
+                            output=result_uri(self.lake, gate, ref), interval=interval)
             interval >> job
             task(_enforce_gate, task_id=f"enforce_{gate}_gate")(interval, job.output)
         return group
@@ -116,7 +131,7 @@ class AwsSteps:
                         model_version="{{ %s['model_version'] }}" % champion)
         with TaskGroup("scoring", prefix_group_id=False) as group:
             found = task(_find_champion, task_id="find_champion")(interval)
-            job = self._emr(task_id, ref, args, output=result_uri(self.lake, "predictions", ref))
+            job = self._emr(task_id, ref, args, output=result_uri(self.lake, "predictions", ref), interval=interval)
             found >> job
             task(_enforce_predictions_gate, task_id="enforce_predictions_gate")(interval, found, job.output)
         return group
