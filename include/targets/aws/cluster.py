@@ -29,7 +29,7 @@ from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator, EmrC
 from airflow.providers.amazon.aws.triggers.emr import EmrAddStepsTrigger
 
 from include.targets.aws.naming import attempt_tries, job_name, job_stem, try_of
-from include.targets.aws.operators import CodeMissing, JobStateError, _s3_exists
+from include.targets.aws.operators import JobStateError, _s3_exists, require_code
 
 CLUSTER_ACTIVE = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"]
 STEP_ACTIVE = ("PENDING", "RUNNING", "CANCEL_PENDING")
@@ -108,12 +108,7 @@ class ReattachingEmrStepOperator(EmrAddStepsOperator):
         args = self.steps[0]["HadoopJarStep"]["Args"]
         entry = next(a for a in args if str(a).endswith(".py") and str(a).startswith("s3://"))
         uris = [entry] + [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--py-files"]
-        s3 = self._s3()
-        missing = [u for u in uris if not _s3_exists(s3, u)]
-        if missing:
-            raise CodeMissing(f"The code this step runs is not in S3: {', '.join(missing)}. Upload this checkout's "
-                              "artefact (`python -m include.targets.aws.artifact`, docs/running-on-aws.md) with the "
-                              "same code the DAGs were parsed from, then clear the task.")
+        require_code(self._s3(), uris)
 
     def _find(self, context) -> tuple[dict | None, list[dict]]:
         """The step to reattach to (newest try of this attempt, active or completed), and stale active steps."""

@@ -80,6 +80,15 @@ def _s3_exists(s3, uri: str) -> bool:
     return bool(s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("KeyCount"))
 
 
+def require_code(s3, uris: list[str]) -> None:
+    """Fail at once, naming the upload command, when the job's entry point or code zip is not in S3."""
+    missing = [u for u in uris if not _s3_exists(s3, u)]
+    if missing:
+        raise CodeMissing(f"The code this job runs is not in S3: {', '.join(missing)}. Upload this checkout's "
+                          "artefact (`python -m include.targets.aws.artifact`, docs/running-on-aws.md) with the "
+                          "same code the DAGs were parsed from, then clear the task.")
+
+
 class ReattachingEmrServerlessStartJobOperator(EmrServerlessStartJobOperator):
     """``EmrServerlessStartJobOperator`` named ``<dag>.<task>.<interval>.try<n>`` that reattaches on retry.
 
@@ -111,12 +120,7 @@ class ReattachingEmrServerlessStartJobOperator(EmrServerlessStartJobOperator):
         submit = self.job_driver["sparkSubmit"]
         params = submit.get("sparkSubmitParameters", "").split()
         uris = [submit["entryPoint"]] + [params[i + 1] for i, p in enumerate(params[:-1]) if p == "--py-files"]
-        s3 = self._s3()
-        missing = [u for u in uris if not _s3_exists(s3, u)]
-        if missing:
-            raise CodeMissing(f"The code this job runs is not in S3: {', '.join(missing)}. Upload this checkout's "
-                              "artefact (`python -m include.targets.aws.artifact`, docs/running-on-aws.md) with the "
-                              "same code the DAGs were parsed from, then clear the task.")
+        require_code(self._s3(), uris)
 
     def _finish(self, job_id: str | None) -> str | None:
         """After a successful job: its output must exist; return it (or the job run id)."""
