@@ -36,6 +36,24 @@ def test_serverless_spec_renders_the_job_as_run_locally(aws):
         "s3://flights-artifacts-example/artifacts/logs/emr/"
 
 
+def test_concurrent_writers_switch_delta_to_the_dynamodb_log_store(aws):
+    from include.targets.aws.settings import load_aws_settings
+
+    assert emr.spark_conf(aws)["spark.delta.logStore.s3.impl"] == "io.delta.storage.S3SingleDriverLogStore"
+    conf = emr.spark_conf(aws.__class__.example(delta_log_table="flights_delta_log"))
+    assert conf["spark.delta.logStore.s3.impl"] == "io.delta.storage.S3DynamoDBLogStore"
+    assert conf["spark.io.delta.storage.S3DynamoDBLogStore.ddb.tableName"] == "flights_delta_log"
+    assert conf["spark.io.delta.storage.S3DynamoDBLogStore.ddb.region"] == "us-east-1"
+    assert conf["spark.jars"].endswith(",/usr/share/aws/delta/lib/delta-storage-s3-dynamodb.jar")
+    env = {"FLIGHTS_AWS_REGION": "us-east-1", "FLIGHTS_AWS_ACCOUNT_ID": "123456789012",
+           "FLIGHTS_AWS_LAKE_BUCKET": "acme-lake", "FLIGHTS_AWS_EMR_APPLICATION_ID": "app",
+           "FLIGHTS_AWS_EMR_JOB_ROLE_ARN": "arn:aws:iam::123456789012:role/a",
+           "FLIGHTS_AWS_SAGEMAKER_ROLE_ARN": "arn:aws:iam::123456789012:role/b",
+           "FLIGHTS_AWS_REDSHIFT_WORKGROUP": "w", "FLIGHTS_AWS_DELTA_LOG_TABLE": "delta log!"}
+    with pytest.raises(Exception, match="FLIGHTS_AWS_DELTA_LOG_TABLE='delta log!' is not a DynamoDB table name"):
+        load_aws_settings(env)
+
+
 def test_serverless_operator_templates_the_interval(aws):
     op = emr.instantiate(emr.serverless_job(aws, task_id="build_features", job="gold_flight_features", args=ARGS,
                                             code=CODE, interval_key=emr.interval_key_template()))

@@ -39,6 +39,8 @@ CALLS = {
     "include/alerts.py ChannelNotifier._send_sns": {"sns:Publish"},
     "Airflow SecretsManagerBackend": {"secretsmanager:GetSecretValue"},
     "spark_jobs/* on EMR (job role)": {"s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"},
+    "Delta S3DynamoDBLogStore in the jobs, when FLIGHTS_AWS_DELTA_LOG_TABLE is set (job role)": {
+        "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"},
     "SageMaker training job for sagemaker.py (execution role)": {
         "s3:GetObject", "s3:PutObject", "s3:ListBucket", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer",
         "ecr:BatchCheckLayerAvailability", "ecr:GetAuthorizationToken", "logs:CreateLogGroup",
@@ -74,9 +76,20 @@ def test_policy_is_valid_and_least_privilege(name):
 
 
 def test_every_called_action_is_granted_somewhere():
-    granted = {a for name in iam.POLICIES for st in _statements(iam.render(name, AwsSettings.example()))
+    aws = AwsSettings.example(delta_log_table="flights_delta_log")
+    granted = {a for name in iam.POLICIES for st in _statements(iam.render(name, aws))
                for a in _as_list(st["Action"])}
     assert set().union(*CALLS.values()) <= granted
+
+
+def test_the_delta_log_table_is_granted_only_when_configured():
+    def sids(aws):
+        return {st["Sid"] for st in _statements(iam.render("emr-job-role", aws))}
+
+    assert "IfSetDeltaCommitsThroughDynamoDB" not in sids(AwsSettings.example())
+    aws = AwsSettings.example(delta_log_table="flights_delta_log")
+    [st] = [st for st in _statements(iam.render("emr-job-role", aws)) if st["Sid"].startswith("IfSet")]
+    assert st["Resource"] == "arn:aws:dynamodb:us-east-1:123456789012:table/flights_delta_log"
 
 
 def test_rendering_fills_every_placeholder():

@@ -64,8 +64,21 @@ def spark_conf(aws: AwsSettings) -> dict[str, str]:
         # Delta on S3: one writer per table at a time (see docs/running-on-aws.md); the S3 log store is the default.
         "spark.delta.logStore.s3.impl": "io.delta.storage.S3SingleDriverLogStore",
     }
-    if rt.delta_jars:
-        conf["spark.jars"] = ",".join(rt.delta_jars)
+    jars = list(rt.delta_jars)
+    if aws.delta_log_table:
+        # Concurrent writers per table (parallel backfills): commits are made atomic through a DynamoDB table.
+        if not rt.dynamodb_log_store_jar:
+            raise ValueError(f"FLIGHTS_AWS_DELTA_LOG_TABLE is set, but releases.py names no delta-storage-s3-dynamodb "
+                             f"jar for {rt.name}; add it to the release's row.")
+        conf.update({
+            "spark.delta.logStore.s3.impl": "io.delta.storage.S3DynamoDBLogStore",
+            "spark.delta.logStore.s3a.impl": "io.delta.storage.S3DynamoDBLogStore",
+            "spark.io.delta.storage.S3DynamoDBLogStore.ddb.tableName": aws.delta_log_table,
+            "spark.io.delta.storage.S3DynamoDBLogStore.ddb.region": aws.region,
+        })
+        jars.append(rt.dynamodb_log_store_jar)
+    if jars:
+        conf["spark.jars"] = ",".join(jars)
     return conf
 
 

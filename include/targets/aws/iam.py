@@ -20,13 +20,24 @@ _PLACEHOLDER = re.compile(r"\$\{([A-Z_]+)\}")
 
 
 def render(name: str, aws: AwsSettings, directory: Path = POLICY_DIR) -> dict:
-    """The policy ``name`` with every placeholder replaced; a KeyError names any unknown one."""
+    """The policy ``name`` with every placeholder replaced; a KeyError names any unknown one.
+
+    A statement whose ``Sid`` starts with ``IfSet`` is kept only when every placeholder it
+    uses has a value (e.g. the DynamoDB log table, granted only when one is configured).
+    """
     text = (directory / f"{name}.json").read_text(encoding="utf-8")
     values = aws.placeholders()
     unknown = sorted(set(_PLACEHOLDER.findall(text)) - set(values))
     if unknown:
         raise KeyError(f"{name}.json uses placeholder(s) {unknown} that AwsSettings.placeholders() does not fill.")
-    return json.loads(_PLACEHOLDER.sub(lambda m: values[m.group(1)], text))
+    doc = json.loads(text)
+    kept = []
+    for statement in doc["Statement"]:
+        raw = json.dumps(statement)
+        if statement.get("Sid", "").startswith("IfSet") and not all(values[n] for n in _PLACEHOLDER.findall(raw)):
+            continue
+        kept.append(json.loads(_PLACEHOLDER.sub(lambda m: values[m.group(1)], raw)))
+    return {**doc, "Statement": kept}
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ class Runtime:
     delta_jars: tuple[str, ...]  # jars to put on spark.jars ("" when the wheel/pom provides them)
     source: str          # where the versions were read
     note: str = ""
+    dynamodb_log_store_jar: str = ""  # delta-storage-s3-dynamodb, for concurrent writers (FLIGHTS_AWS_DELTA_LOG_TABLE)
 
     @property
     def spark_line(self) -> str:
@@ -53,6 +54,7 @@ RUNTIMES: dict[str, Runtime] = {
         # release (documented for 7.x as delta-spark.jar + delta-storage.jar).
         delta_jars=("/usr/share/aws/delta/lib/delta-spark.jar", "/usr/share/aws/delta/lib/delta-storage.jar"),
         source="AWS EMR Release Guide, emr-spark-8.0.0 application versions (GA on EMR Serverless, EC2, EKS)",
+        dynamodb_log_store_jar="/usr/share/aws/delta/lib/delta-storage-s3-dynamodb.jar",
         note="Spark 4.0 runs the jobs written for 4.2 only if they use no 4.1+/4.2 API; Delta 4.0 reads tables "
              "written by 4.4 unless a newer table feature was enabled. Run the Spark test tier against "
              "pyspark 4.0.x before moving production writes.",
@@ -65,6 +67,7 @@ RUNTIMES: dict[str, Runtime] = {
         scala="2.12.18",
         delta_jars=("/usr/share/aws/delta/lib/delta-spark.jar", "/usr/share/aws/delta/lib/delta-storage.jar"),
         source="AWS EMR Release Guide, Spark and Delta release history",
+        dynamodb_log_store_jar="/usr/share/aws/delta/lib/delta-storage-s3-dynamodb.jar",
         note="Spark 3.5 / Delta 3.3: a different Spark major line from the local pair; listed so that nobody "
              "picks it by accident.",
     ),

@@ -93,6 +93,7 @@ class AwsSettings:
     redshift_secret_arn: str = ""
     redshift_copy_role_arn: str = ""
     endpoint_url: str = ""
+    delta_log_table: str = ""
     deferrable: bool = True
     poll_s: int = 30
     tags: dict = field(default_factory=lambda: {"project": "flights-lakehouse"})
@@ -160,6 +161,7 @@ class AwsSettings:
             "REDSHIFT_WORKGROUP": self.redshift_workgroup or "*",
             "REDSHIFT_CLUSTER_ID": self.redshift_cluster_id or "*",
             "REDSHIFT_COPY_ROLE_ARN": self.redshift_copy_role_arn or self.emr_job_role_arn,
+            "DELTA_LOG_TABLE": self.delta_log_table,
         }
 
     def client_kwargs(self) -> dict:
@@ -233,6 +235,10 @@ def load_aws_settings(env=None) -> AwsSettings:
     instance_type = _get(env, "FLIGHTS_AWS_TRAINING_INSTANCE_TYPE", "ml.g5.xlarge")
     if not instance_type.startswith("ml."):
         raise ConfigError(f"FLIGHTS_AWS_TRAINING_INSTANCE_TYPE={instance_type!r} must be a SageMaker type (ml.*).")
+    log_table = _get(env, "FLIGHTS_AWS_DELTA_LOG_TABLE")
+    if log_table and not re.fullmatch(r"[A-Za-z0-9_.-]{3,255}", log_table):
+        raise ConfigError(f"FLIGHTS_AWS_DELTA_LOG_TABLE={log_table!r} is not a DynamoDB table name (3-255 of "
+                          "letters, digits, _ . -).")
     return AwsSettings(
         region=region, account_id=account, lake_bucket=lake, artifacts_bucket=artifacts,
         emr_job_role_arn=arns["FLIGHTS_AWS_EMR_JOB_ROLE_ARN"],
@@ -259,7 +265,7 @@ def load_aws_settings(env=None) -> AwsSettings:
         redshift_db_user=_get(env, "FLIGHTS_AWS_REDSHIFT_DB_USER"),
         redshift_secret_arn=arns["FLIGHTS_AWS_REDSHIFT_SECRET_ARN"],
         redshift_copy_role_arn=arns["FLIGHTS_AWS_REDSHIFT_COPY_ROLE_ARN"],
-        endpoint_url=_get(env, "FLIGHTS_AWS_ENDPOINT_URL"),
+        endpoint_url=_get(env, "FLIGHTS_AWS_ENDPOINT_URL"), delta_log_table=log_table,
         deferrable=_bool(env, "FLIGHTS_AWS_DEFERRABLE", True),
         poll_s=_int(env, "FLIGHTS_AWS_POLL_S", 30),
     )
