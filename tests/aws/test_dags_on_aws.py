@@ -510,18 +510,17 @@ def test_the_cloud_steps_are_deferrable_by_default(env, uploaded):
 def deferred(env):
     """The default deferred waits; yields the triggers ``dag.test()`` ran, as (task, trigger class, event)."""
     import airflow.sdk.definitions.dag as dag_module
+    from airflow.providers.amazon.aws.hooks.redshift_data import RedshiftDataHook
 
     from tests.aws.conftest import jobs_run_for_one_poll
 
     ran: list[tuple[str, str, dict]] = []
     run_inline = dag_module._run_inline_trigger
 
-    def recorded(trigger, ti):
+    def recorded(trigger, ti):  # records, then runs the trigger as dag.test does
         event = run_inline(trigger, ti)
         ran.append((ti.task_id, type(trigger).__name__, event.payload if event else None))
         return event
-
-    from airflow.providers.amazon.aws.hooks.redshift_data import RedshiftDataHook
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FLIGHTS_AWS_DEFERRABLE", "true")
@@ -533,7 +532,7 @@ def deferred(env):
     settings.cache_clear()
 
 
-def _deferred_tasks(dr, ran) -> dict[str, tuple[str, dict]]:
+def _deferred_tasks(ran) -> dict[str, tuple[str, dict]]:
     by_task = {}
     for task_id, trigger, event in ran:
         assert task_id not in by_task, f"{task_id} deferred twice"
@@ -550,7 +549,7 @@ def test_a_day_with_deferred_waits_defers_every_cloud_task_and_resumes_it(env, u
     cloud = [t for t in EMR_TASKS + ["score_flights", "load_flight_outcomes", "load_flight_delay_predictions"]
              if states[t] == "success"]  # scoring runs once a champion exists (when the module runs in order)
     assert set(EMR_TASKS + ["load_flight_outcomes"]) <= set(cloud)
-    by_task = _deferred_tasks(dr, deferred)
+    by_task = _deferred_tasks(deferred)
     assert set(by_task) == set(cloud)  # every cloud task deferred once, nothing else did
     key = "20130614_20130614"
     jobs = _jobs(env, key)
@@ -572,7 +571,7 @@ def test_training_with_deferred_waits_defers_export_and_training_and_resumes(env
     job, dataset = _seed_training(env, trained_model, DEFERRED_TRAIN_DAY)
     dr = _train(DEFERRED_TRAIN_DAY)
     assert str(dr.state) == "success", _states(dr)
-    by_task = _deferred_tasks(dr, deferred)
+    by_task = _deferred_tasks(deferred)
     assert {t: trigger for t, (trigger, _) in by_task.items()} == {
         "export_training_set": "EmrServerlessStartJobTrigger", "train_models": "StoppingSageMakerTrigger"}
     assert by_task["train_models"][1] == {"status": "success", "job_name": job}
