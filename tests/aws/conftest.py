@@ -70,3 +70,36 @@ def buckets(aws, boto):
         if bucket not in existing:
             s3.create_bucket(Bucket=bucket)
     return s3
+
+
+def jobs_run_for_one_poll(mp: pytest.MonkeyPatch) -> None:
+    """Make moto's SageMaker training jobs and Redshift Data statements run until their second describe.
+
+    moto completes a training job at once (an operator returns before deferring) and keeps a Data
+    API statement STARTED forever (a trigger never returns). With this, each is running when the
+    operator checks it after submitting, and done at the trigger's first poll, as a short real job
+    would be. Only moto's stored state changes: boto3, aiobotocore and the triggers are the real ones.
+    """
+    from moto.redshiftdata.models import RedshiftDataAPIServiceBackend
+    from moto.sagemaker.models import SageMakerModelBackend
+
+    describe_job, describe_statement = (SageMakerModelBackend.describe_training_job,
+                                        RedshiftDataAPIServiceBackend.describe_statement)
+    described: set[str] = set()
+
+    def training_job(self, training_job_name):
+        desc = describe_job(self, training_job_name)
+        if training_job_name in described:
+            return desc
+        described.add(training_job_name)
+        return {**desc, "TrainingJobStatus": "InProgress", "SecondaryStatus": "Training"}
+
+    def statement(self, statement_id):
+        found = describe_statement(self, statement_id)
+        if found.status == "STARTED" and statement_id in described:
+            found.status = "FINISHED"
+        described.add(statement_id)
+        return found
+
+    mp.setattr(SageMakerModelBackend, "describe_training_job", training_job)
+    mp.setattr(RedshiftDataAPIServiceBackend, "describe_statement", statement)

@@ -10,6 +10,10 @@ killing a task cancels its job. Redshift Data statements stay STARTED forever on
 their final status is patched to FINISHED, and the rendered load SQL is then run on the
 real PostgreSQL server with the COPY replaced by rows.
 
+Most tests wait inside the worker (``FLIGHTS_AWS_DEFERRABLE=false``); the deferred tests run
+both DAGs with the default deferred waits, where ``dag.test()`` runs each trigger in-process
+against the moto server (through aiobotocore) and resumes the task with its event.
+
 The module runs in its own FLIGHTS_HOME, buckets and model package group; the Airflow
 metadata database is the session's, with logical dates no other test uses.
 """
@@ -37,7 +41,7 @@ UTC = timezone.utc
 LAKE, ARTIFACTS = "flights-dagtest-lake", "flights-dagtest-artifacts"
 LAKE_ROOT, LANDING = f"s3://{LAKE}/lake", f"s3://{LAKE}/landing"
 DAY1, DAY2, BAD_DAY, RETRY_DAY = date(2013, 6, 3), date(2013, 6, 11), date(2013, 6, 12), date(2013, 6, 13)
-TRAIN_DAY = date(2013, 6, 10)
+TRAIN_DAY, DEFERRED_DAY, DEFERRED_TRAIN_DAY = date(2013, 6, 10), date(2013, 6, 14), date(2013, 6, 15)
 WINDOW = Interval(date(2013, 5, 1), date(2013, 6, 2))
 EMR_TASKS = ["ingest_bronze", "validate_bronze", "build_features", "validate_gold"]
 
@@ -114,8 +118,7 @@ def env(moto_endpoint, airflow_db, tmp_path_factory):
             "FLIGHTS_AWS_SAGEMAKER_ROLE_ARN": role + "sagemaker-execution", "FLIGHTS_AWS_EMR_APPLICATION_ID": app,
             "FLIGHTS_AWS_REDSHIFT_WORKGROUP": "flights", "FLIGHTS_AWS_REDSHIFT_COPY_ROLE_ARN": role + "redshift-copy",
             "FLIGHTS_AWS_ENDPOINT_URL": moto_endpoint,
-            # The lock has no aiobotocore, which the provider's triggers need: waits run in the worker here
-            # (test_deferred_steps_need_aiobotocore covers the deferrable build).
+            # Waits run in the worker here; the deferred tests switch to the default deferred waits.
             "FLIGHTS_AWS_DEFERRABLE": "false", "FLIGHTS_AWS_POLL_S": "1",
             "FLIGHTS_AWS_MODEL_PACKAGE_GROUP": f"flights-dags-{uuid.uuid4().hex[:8]}",
         }.items():
@@ -127,6 +130,7 @@ def env(moto_endpoint, airflow_db, tmp_path_factory):
 
 
 LOAD_REQUESTS: list[dict] = []
+UNPATCHED: dict = {}
 
 
 def _patch_redshift(mp, data_api) -> None:
@@ -145,6 +149,7 @@ def _patch_redshift(mp, data_api) -> None:
                                          WorkgroupName=kwargs["workgroup_name"])["Id"]
         return QueryExecutionOutput(statement_id=sid, session_id=None)
 
+    UNPATCHED["check_query_is_finished"] = RedshiftDataHook.check_query_is_finished
     mp.setattr(RedshiftWarehouse, "status", status)
     mp.setattr(RedshiftDataHook, "execute_query", execute_query)
     mp.setattr(RedshiftDataHook, "check_query_is_finished", lambda self, statement_id: True)
@@ -322,18 +327,26 @@ def trained_model(tmp_path_factory):
     return {"tar": buf.getvalue(), "data": (data / "part-0.parquet").read_bytes(), "metrics": out.metrics}
 
 
-@pytest.fixture(scope="module")
-def training(env, uploaded, trained_model, first_day):
-    run_id = _run_id(TRAIN_DAY)
-    ref = RunRef.of(WINDOW, run_id)
-    dataset = training_set_uri(LAKE_ROOT, ref)
+def _seed_training(env, trained_model, day: date) -> tuple[str, str]:
+    """What the export job and the SageMaker job of the training run on ``day`` would write."""
+    run_id = _run_id(day)
+    dataset = training_set_uri(LAKE_ROOT, RunRef.of(WINDOW, run_id))
     _put(env["s3"], f"{dataset}/data/part-0.parquet", trained_model["data"])
     _put(env["s3"], f"{dataset}/manifest.json", b"{}")
     job = training_job_name("flights_training", "train_models", WINDOW.key, run_id, 1)
     _put(env["s3"], f"s3://{ARTIFACTS}/artifacts/training/{job}/output/model.tar.gz", trained_model["tar"])
-    dr = _run("flights_training", TRAIN_DAY, {"train_start": str(WINDOW.start), "train_end": str(WINDOW.end),
-                                              "validation_days": 3, "holdout_days": 7})
-    return dr, job, dataset
+    return job, dataset
+
+
+def _train(day: date):
+    return _run("flights_training", day, {"train_start": str(WINDOW.start), "train_end": str(WINDOW.end),
+                                          "validation_days": 3, "holdout_days": 7})
+
+
+@pytest.fixture(scope="module")
+def training(env, uploaded, trained_model, first_day):
+    job, dataset = _seed_training(env, trained_model, TRAIN_DAY)
+    return _train(TRAIN_DAY), job, dataset
 
 
 def test_training_exports_on_emr_trains_on_sagemaker_and_promotes_in_the_registry(env, training, trained_model):
@@ -457,9 +470,12 @@ def test_deferred_steps_need_aiobotocore_and_a_failed_wait_says_so(env, uploaded
     from include.targets.aws.steps import AwsSteps
 
     aws = replace(load_aws_settings(), deferrable=True)
-    if importlib.util.find_spec("aiobotocore") is None:
+    find_spec = importlib.util.find_spec
+    with pytest.MonkeyPatch.context() as mp:  # as where aiobotocore is not installed
+        mp.setattr("importlib.util.find_spec", lambda name, *a: None if name == "aiobotocore" else find_spec(name, *a))
         with pytest.raises(ConfigError, match=r"apache-airflow-providers-amazon\[aiobotocore\]"):
             AwsSteps(aws, code_uris(aws.artifacts_root))
+    AwsSteps(aws, code_uris(aws.artifacts_root))  # the lock installs it
     op = _dag("flights_daily").get_task("ingest_bronze")
     op.job_id = "00job"
     with pytest.raises(JobStateError, match="was not cancelled; the retry reattaches"):
@@ -488,3 +504,79 @@ def test_the_cloud_steps_are_deferrable_by_default(env, uploaded):
     ops = {t.task_id: t for t in window.operator.dag.tasks}
     assert ops["export_training_set"].deferrable and ops["export_training_set"].cancel_on_kill
     assert ops["train_models"].deferrable and ops["export_training_set"].pool == "spark"
+
+
+@pytest.fixture()
+def deferred(env):
+    """The default deferred waits; yields the triggers ``dag.test()`` ran, as (task, trigger class, event)."""
+    import airflow.sdk.definitions.dag as dag_module
+    from airflow.providers.amazon.aws.hooks.redshift_data import RedshiftDataHook
+
+    from tests.aws.conftest import jobs_run_for_one_poll
+
+    ran: list[tuple[str, str, dict]] = []
+    run_inline = dag_module._run_inline_trigger
+
+    def recorded(trigger, ti):  # records, then runs the trigger as dag.test does
+        event = run_inline(trigger, ti)
+        ran.append((ti.task_id, type(trigger).__name__, event.payload if event else None))
+        return event
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FLIGHTS_AWS_DEFERRABLE", "true")
+        settings.cache_clear()
+        jobs_run_for_one_poll(mp)  # training jobs and load statements are running when first checked
+        mp.setattr(RedshiftDataHook, "check_query_is_finished", UNPATCHED["check_query_is_finished"])
+        mp.setattr(dag_module, "_run_inline_trigger", recorded)
+        yield ran
+    settings.cache_clear()
+
+
+def _deferred_tasks(ran) -> dict[str, tuple[str, dict]]:
+    by_task = {}
+    for task_id, trigger, event in ran:
+        assert task_id not in by_task, f"{task_id} deferred twice"
+        by_task[task_id] = (trigger, event)
+    return by_task
+
+
+def test_a_day_with_deferred_waits_defers_every_cloud_task_and_resumes_it(env, uploaded, first_day, deferred):
+    _seed_day(env["s3"], DEFERRED_DAY, scored=True)
+    dr = _run("flights_daily", DEFERRED_DAY)
+    states = _states(dr)
+    assert str(dr.state) == "success", states
+    assert _dag("flights_daily").get_task("ingest_bronze").deferrable  # parsed with the default
+    cloud = [t for t in EMR_TASKS + ["score_flights", "load_flight_outcomes", "load_flight_delay_predictions"]
+             if states[t] == "success"]  # scoring runs once a champion exists (when the module runs in order)
+    assert set(EMR_TASKS + ["load_flight_outcomes"]) <= set(cloud)
+    by_task = _deferred_tasks(deferred)
+    assert set(by_task) == set(cloud)  # every cloud task deferred once, nothing else did
+    key = "20130614_20130614"
+    jobs = _jobs(env, key)
+    for task_id in set(cloud) & set(EMR_TASKS + ["score_flights"]):
+        trigger, event = by_task[task_id]
+        assert trigger == "EmrServerlessStartJobTrigger" and event["status"] == "success", task_id
+        assert event["job_details"]["job_id"] == jobs[f"flights_daily.{task_id}.{key}.try1"]["jobRunId"]
+    for task_id in set(cloud) - set(EMR_TASKS + ["score_flights"]):
+        trigger, event = by_task[task_id]
+        assert trigger == "RedshiftDataTrigger" and event["status"] == "success", task_id
+    # Resumed: each task finished through execute_complete with the trigger's event, on its first try.
+    tis = _tis(dr)
+    assert all(tis[t].try_number == 1 for t in cloud)
+    assert tis["validate_bronze"].xcom_pull(task_ids="validate_bronze") == result_uri(
+        LAKE_ROOT, "bronze", RunRef.of(Interval(DEFERRED_DAY, DEFERRED_DAY), _run_id(DEFERRED_DAY)))
+
+
+def test_training_with_deferred_waits_defers_export_and_training_and_resumes(env, trained_model, training, deferred):
+    job, dataset = _seed_training(env, trained_model, DEFERRED_TRAIN_DAY)
+    dr = _train(DEFERRED_TRAIN_DAY)
+    assert str(dr.state) == "success", _states(dr)
+    by_task = _deferred_tasks(deferred)
+    assert {t: trigger for t, (trigger, _) in by_task.items()} == {
+        "export_training_set": "EmrServerlessStartJobTrigger", "train_models": "StoppingSageMakerTrigger"}
+    assert by_task["train_models"][1] == {"status": "success", "job_name": job}
+    tis = _tis(dr)
+    assert tis["export_training_set"].xcom_pull(task_ids="export_training_set") == dataset
+    trained = tis["train_models"].xcom_pull(task_ids="train_models")["Training"]
+    assert trained["TrainingJobName"] == job and trained["TrainingJobStatus"] == "Completed"
+    assert tis["register_model"].state == "success"

@@ -33,6 +33,7 @@ from include.targets.aws.naming import attempt_tries, job_name, job_stem, traini
 log = logging.getLogger(__name__)
 
 EMR_ACTIVE = ("SUBMITTED", "PENDING", "SCHEDULED", "RUNNING", "QUEUED")
+EMR_FAILED = ("FAILED", "CANCELLED")
 EMR_LOOKBACK = timedelta(days=7)
 RUN_TAG, TRY_TAG = "airflow_run_id", "airflow_try"
 
@@ -137,6 +138,27 @@ class ReattachingEmrServerlessStartJobOperator(EmrServerlessStartJobOperator):
         tries = attempt_tries(ti.try_number, getattr(ti, "max_tries", None), self.retries or 0)
         return stem, context["run_id"], tries, job_name(ti.dag_id, ti.task_id, self.interval_key, ti.try_number)
 
+    def _run_of_this_try(self, context) -> dict | None:
+        """This try's job run, by name and run tag (a task resumed after deferring no longer holds the job id).
+
+        None when it cannot be read: the caller then reports the failed wait as such.
+        """
+        try:
+            if self.job_id:
+                return self.hook.conn.get_job_run(applicationId=self.application_id, jobRunId=self.job_id)["jobRun"]
+            _, run_id, _, name = self._identity(context)
+            since = datetime.now(timezone.utc) - EMR_LOOKBACK
+            pages = self.hook.conn.get_paginator("list_job_runs").paginate(
+                applicationId=self.application_id, createdAtAfter=since)
+            named = [r for page in pages for r in page.get("jobRuns", []) if r.get("name") == name]
+            for summary in sorted(named, key=lambda r: str(r.get("createdAt")), reverse=True):
+                run = self.hook.conn.get_job_run(applicationId=self.application_id, jobRunId=summary["id"])["jobRun"]
+                if (run.get("tags") or {}).get(RUN_TAG) == run_id:
+                    return run
+        except Exception:
+            self.log.warning("Could not read the job run of this try", exc_info=True)
+        return None
+
     def execute(self, context, event: dict[str, Any] | None = None) -> str | None:
         stem, run_id, tries, name = self._identity(context)
         self.name = name
@@ -180,6 +202,11 @@ class ReattachingEmrServerlessStartJobOperator(EmrServerlessStartJobOperator):
 
     def execute_complete(self, context, event: dict[str, Any] | None = None) -> str | None:
         if (event or {}).get("status") != "success" and "job_details" not in (event or {}):
+            run = self._run_of_this_try(context)
+            if run is not None and run["state"] in EMR_FAILED:
+                raise JobStateError(f"EMR Serverless job run {run['jobRunId']} ({run['name']}) ended {run['state']}: "
+                                    f"{run.get('stateDetails') or 'no details'}; see its driver log under the job's "
+                                    "logUri.")
             # The wait itself failed (the trigger could not poll): the job may still run; a retry reattaches to it.
             raise JobStateError(f"Waiting for EMR Serverless job run {self.job_id or '(unknown)'} failed: "
                                 f"{(event or {}).get('message', event)}. The job was not cancelled; the retry "
