@@ -219,3 +219,17 @@ def test_missing_code_fails_before_adding_a_step(aws, buckets, cluster):
     with pytest.raises(CodeMissing, match="include.targets.aws.artifact"):
         emr.instantiate(spec).execute(_context())
     assert _backend().clusters[cluster].steps == []
+
+
+def test_a_deferred_step_resumes_when_the_trigger_sees_it_complete(aws, boto, cluster):
+    from tests.aws.test_deferred import _first_event, _rebuilt
+
+    op = _step(aws, cluster, deferrable=True, waiter_max_attempts=30)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(_context())
+    trigger = _rebuilt(deferred.value.trigger)  # as the triggerer rebuilds it; it polls moto through aiobotocore
+    assert type(trigger).__name__ == "CancellingEmrStepTrigger" and deferred.value.method_name == "execute_complete"
+    event = _first_event(trigger, finish=lambda: _finish_steps(cluster))
+    assert event == {"status": "success", "value": [op.step_id]}
+    resumed = _step(aws, cluster, deferrable=True)  # a fresh operator, as after a deferral
+    assert resumed.execute_complete(_context(), event) == op.step_id
