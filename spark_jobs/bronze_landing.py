@@ -161,7 +161,9 @@ def with_row_date(df: DataFrame) -> DataFrame:
     """The date a row claims (year-month-day), beside the day of the file that delivered it."""
     if not {"year", "month", "day"} <= set(df.columns):
         return df
-    claimed = F.try_to_date(F.concat_ws("-", "year", F.lpad("month", 2, "0"), F.lpad("day", 2, "0")), "yyyy-MM-dd")
+    # try_to_timestamp, not try_to_date: Spark 4.0 (the EMR runtime) has no try_to_date; same result.
+    claimed = F.try_to_timestamp(F.concat_ws("-", "year", F.lpad("month", 2, "0"), F.lpad("day", 2, "0")),
+                                 F.lit("yyyy-MM-dd")).cast("date")
     return df.withColumn("_row_date", claimed.cast("string")).withColumn("_file_date",
                                                                         F.col(PARTITION_COLUMN).cast("string"))
 

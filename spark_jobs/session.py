@@ -128,6 +128,9 @@ def replace_partitions(df, uri: str, start: date, end: date, partition_column: s
 def delta_conflicts() -> tuple[type[Exception], ...]:
     """Delta's commit-conflict errors (its Python classes share no common base)."""
     from delta import exceptions as dx
+    # The module that turns the JVM's conflict errors into these classes. Delta 4.4 imports it with the
+    # package; Delta 4.0 (the EMR runtime) does not, and its conflicts would reach Python as Py4JJavaError.
+    import delta.exceptions.captured  # noqa: F401
 
     return (dx.DeltaConcurrentModificationException, dx.ConcurrentWriteException, dx.MetadataChangedException,
             dx.ProtocolChangedException, dx.ConcurrentAppendException, dx.ConcurrentDeleteReadException,

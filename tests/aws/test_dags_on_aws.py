@@ -248,7 +248,7 @@ def test_a_day_runs_its_spark_jobs_on_emr_serverless_in_order_with_the_local_arg
         driver = run["jobDriver"]["sparkSubmit"]
         assert driver["entryPointArguments"] == args, task_id  # the local target's arguments, rendered
         assert driver["entryPoint"] == f"{uploaded['prefix']}/spark_jobs/{JOBS[task_id]}.py"
-        assert f"--py-files {uploaded['zip']}" in driver["sparkSubmitParameters"]
+        assert f"--py-files {uploaded['zip']}," in driver["sparkSubmitParameters"]
         assert run["tags"]["airflow_run_id"] == run_id and run["tags"]["airflow_try"] == "1"
     assert expected["validate_bronze"][expected["validate_bronze"].index("--result") + 1] == \
         f"{LAKE_ROOT}/_quality/bronze/{key}/manual__2013-06-03T00_00_00_00_00.json"

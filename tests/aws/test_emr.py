@@ -25,7 +25,9 @@ def test_serverless_spec_renders_the_job_as_run_locally(aws):
     assert driver["entryPoint"] == CODE["prefix"] + "/spark_jobs/bronze_landing.py"
     assert driver["entryPointArguments"] == ARGS  # the same CLI as spark-submit locally, templates untouched
     params = driver["sparkSubmitParameters"]
-    assert params.startswith(f"--py-files {CODE['zip']} ")
+    # The code zip, and the release's Delta jar: it holds Delta's Python package for `import delta`.
+    assert params.startswith(f"--py-files {CODE['zip']},{RUNTIMES[aws.emr_release].delta_python} ")
+    assert RUNTIMES[aws.emr_release].delta_python in RUNTIMES[aws.emr_release].delta_jars
     assert "--conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension" in params
     assert "--conf spark.jars=" + ",".join(RUNTIMES[aws.emr_release].delta_jars) in params
     assert kw["application_id"] == aws.emr_application_id and kw["execution_role_arn"] == aws.emr_job_role_arn

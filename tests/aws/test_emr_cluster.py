@@ -43,7 +43,8 @@ def test_specs_pin_the_release_and_end_with_an_all_done_teardown(aws):
     props = next(c for c in cfg["Configurations"] if c["Classification"] == "spark-defaults")["Properties"]
     assert props["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
     step_args = bronze.kwargs["step"]["HadoopJarStep"]["Args"]
-    assert step_args[:5] == ["spark-submit", "--deploy-mode", "cluster", "--py-files", CODE["zip"]]
+    assert step_args[:5] == ["spark-submit", "--deploy-mode", "cluster", "--py-files",
+                             f"{CODE['zip']},/usr/share/aws/delta/lib/delta-spark.jar"]
     assert step_args[-len(ARGS) - 1:] == [CODE["prefix"] + "/spark_jobs/bronze_landing.py", *ARGS]
     assert bronze.kwargs["deferrable"] is True and bronze.kwargs["job_flow_id"] == emr.CLUSTER_ID
     assert terminate.kwargs["trigger_rule"] == "all_done"

@@ -116,3 +116,14 @@ def test_feature_columns_match_the_shared_spec(real_days):
     flights, weather, planes = real_days
     gold = build_features(flights, weather, planes, date(2013, 1, 5), date(2013, 1, 6))
     assert set(FEATURES) <= set(gold.columns)
+
+
+def test_the_claimed_row_date_is_null_for_impossible_dates(spark):
+    from spark_jobs.bronze_landing import PARTITION_COLUMN, with_row_date
+
+    rows = [("2013", "2", "3"), ("2013", "12", "31"), ("2013", "2", "30"), ("2013", "13", "1"), ("2013", "x", "1"),
+            (None, "1", "1")]
+    df = spark.createDataFrame(rows, "year string, month string, day string").withColumn(
+        PARTITION_COLUMN, F.lit("2013-02-03").cast("date"))
+    got = [(r["_row_date"], r["_file_date"]) for r in with_row_date(df).collect()]
+    assert got == [("2013-02-03", "2013-02-03"), ("2013-12-31", "2013-02-03")] + [(None, "2013-02-03")] * 4

@@ -82,9 +82,14 @@ def spark_conf(aws: AwsSettings) -> dict[str, str]:
     return conf
 
 
+def py_files(aws: AwsSettings, zip_uri: str) -> str:
+    """``--py-files``: the code zip, and the release's Delta jar for ``import delta`` (it holds the package)."""
+    return ",".join(filter(None, (zip_uri, runtime(aws.emr_release).delta_python)))
+
+
 def submit_parameters(aws: AwsSettings, zip_uri: str) -> str:
-    """``sparkSubmitParameters``: the code zip on the Python path and the Spark settings."""
-    parts = [f"--py-files {zip_uri}"]
+    """``sparkSubmitParameters``: the code zip (and Delta's Python) on the Python path and the Spark settings."""
+    parts = [f"--py-files {py_files(aws, zip_uri)}"]
     parts += [f"--conf {k}={v}" for k, v in sorted(spark_conf(aws).items())]
     return " ".join(parts)
 
@@ -170,7 +175,7 @@ def step(aws: AwsSettings, *, name: str, job: str, args: list[str], code: dict[s
         "Name": name,
         "ActionOnFailure": "CONTINUE",  # the sensor fails the task; the terminate task cleans up
         "HadoopJarStep": {"Jar": "command-runner.jar", "Args": [
-            "spark-submit", "--deploy-mode", "cluster", "--py-files", code["zip"], *conf,
+            "spark-submit", "--deploy-mode", "cluster", "--py-files", py_files(aws, code["zip"]), *conf,
             f"{code['prefix']}/spark_jobs/{job}.py", *[str(a) for a in args]]},
     }
 

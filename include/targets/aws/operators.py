@@ -82,8 +82,11 @@ def _s3_exists(s3, uri: str) -> bool:
 
 
 def require_code(s3, uris: list[str]) -> None:
-    """Fail at once, naming the upload command, when the job's entry point or code zip is not in S3."""
-    missing = [u for u in uris if not _s3_exists(s3, u)]
+    """Fail at once, naming the upload command, when the job's entry point or code zip is not in S3.
+
+    ``uris`` may hold comma-separated lists (``--py-files``); paths in the runtime's image are not checked.
+    """
+    missing = [u for uri in uris for u in uri.split(",") if u.startswith("s3://") and not _s3_exists(s3, u)]
     if missing:
         raise CodeMissing(f"The code this job runs is not in S3: {', '.join(missing)}. Upload this checkout's "
                           "artefact (`python -m include.targets.aws.artifact`, docs/running-on-aws.md) with the "
