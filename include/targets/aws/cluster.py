@@ -29,7 +29,7 @@ from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator, EmrC
 from airflow.providers.amazon.aws.triggers.emr import EmrAddStepsTrigger
 
 from include.targets.aws.naming import attempt_tries, job_name, job_stem, try_of
-from include.targets.aws.operators import JobStateError, _s3_exists, require_code
+from include.targets.aws.operators import JobStateError, _s3_exists, require_code, s3_client_of
 
 CLUSTER_ACTIVE = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"]
 STEP_ACTIVE = ("PENDING", "RUNNING", "CANCEL_PENDING")
@@ -99,10 +99,7 @@ class ReattachingEmrStepOperator(EmrAddStepsOperator):
 
     # --- helpers -------------------------------------------------------------------------------
     def _s3(self):
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-        return S3Hook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify,
-                      config=self.botocore_config).get_conn()
+        return s3_client_of(self)
 
     def _check_code(self) -> None:
         args = self.steps[0]["HadoopJarStep"]["Args"]

@@ -173,7 +173,7 @@ def step(aws: AwsSettings, *, name: str, job: str, args: list[str], code: dict[s
     conf = [item for k, v in sorted(spark_conf(aws).items()) for item in ("--conf", f"{k}={v}")]
     return {
         "Name": name,
-        "ActionOnFailure": "CONTINUE",  # the sensor fails the task; the terminate task cleans up
+        "ActionOnFailure": "CONTINUE",  # the step's task fails; the teardown terminates the cluster
         "HadoopJarStep": {"Jar": "command-runner.jar", "Args": [
             "spark-submit", "--deploy-mode", "cluster", "--py-files", py_files(aws, code["zip"]), *conf,
             f"{code['prefix']}/spark_jobs/{job}.py", *[str(a) for a in args]]},

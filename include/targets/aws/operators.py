@@ -42,8 +42,9 @@ class JobStateError(RuntimeError):
     """A cloud job ended in a state other than success although the wait reported success."""
 
 
-def find_emr_serverless_run(client, application_id: str, stem: str, run_id: str, tries: range) -> dict:
-    """Job runs of ``stem`` and ``run_id``: {"reattach": newest active/successful run of ``tries``, "stale": [...]}.
+def find_emr_serverless_run(client, application_id: str, stem: str, run_id: str, tries: range,
+                            states: tuple[str, ...] = (*EMR_ACTIVE, "SUCCESS")) -> dict:
+    """Job runs of ``stem`` and ``run_id`` in ``states``: {"reattach": newest run of ``tries``, "stale": [...]}.
 
     ``list_job_runs`` cannot filter by name or tag, so runs of the last week are listed and
     matched by name; the run id is read from each candidate's tags (``get_job_run``).
@@ -52,7 +53,7 @@ def find_emr_serverless_run(client, application_id: str, stem: str, run_id: str,
 
     since = datetime.now(timezone.utc) - EMR_LOOKBACK
     pages = client.get_paginator("list_job_runs").paginate(
-        applicationId=application_id, createdAtAfter=since, states=[*EMR_ACTIVE, "SUCCESS"])
+        applicationId=application_id, createdAtAfter=since, states=list(states))
     try:
         candidates = [r for page in pages for r in page.get("jobRuns", []) if try_of(r.get("name", ""), stem)]
     except ClientError as exc:
@@ -74,6 +75,14 @@ def find_emr_serverless_run(client, application_id: str, stem: str, run_id: str,
 
 class CodeMissing(AirflowFailException):
     """The job's code artefact is not in S3: a retry cannot fix it, an upload does."""
+
+
+def s3_client_of(op):
+    """An S3 client with the operator's connection, region and botocore settings."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return S3Hook(aws_conn_id=op.aws_conn_id, region_name=op.region_name, verify=op.verify,
+                  config=op.botocore_config).get_conn()
 
 
 def _s3_exists(s3, uri: str) -> bool:
@@ -115,10 +124,7 @@ class ReattachingEmrServerlessStartJobOperator(EmrServerlessStartJobOperator):
         self.reattached: str | None = None
 
     def _s3(self):
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-        return S3Hook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify,
-                      config=self.botocore_config).get_conn()
+        return s3_client_of(self)
 
     def _check_code(self) -> None:
         submit = self.job_driver["sparkSubmit"]
@@ -149,15 +155,10 @@ class ReattachingEmrServerlessStartJobOperator(EmrServerlessStartJobOperator):
         try:
             if self.job_id:
                 return self.hook.conn.get_job_run(applicationId=self.application_id, jobRunId=self.job_id)["jobRun"]
-            _, run_id, _, name = self._identity(context)
-            since = datetime.now(timezone.utc) - EMR_LOOKBACK
-            pages = self.hook.conn.get_paginator("list_job_runs").paginate(
-                applicationId=self.application_id, createdAtAfter=since)
-            named = [r for page in pages for r in page.get("jobRuns", []) if r.get("name") == name]
-            for summary in sorted(named, key=lambda r: str(r.get("createdAt")), reverse=True):
-                run = self.hook.conn.get_job_run(applicationId=self.application_id, jobRunId=summary["id"])["jobRun"]
-                if (run.get("tags") or {}).get(RUN_TAG) == run_id:
-                    return run
+            stem, run_id, _, _ = self._identity(context)
+            this_try = range(context["ti"].try_number, context["ti"].try_number + 1)
+            return find_emr_serverless_run(self.hook.conn, self.application_id, stem, run_id, this_try,
+                                           states=(*EMR_ACTIVE, "SUCCESS", *EMR_FAILED))["reattach"]
         except Exception:
             self.log.warning("Could not read the job run of this try", exc_info=True)
         return None

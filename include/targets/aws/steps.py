@@ -84,20 +84,17 @@ class AwsSteps:
 
     def _emr(self, task_id: str, ref: RunRef, args: list[str], output: str | None = None, interval=None):
         minutes = self.aws.emr_job_timeout_minutes
+        common = dict(task_id=task_id, job=JOBS[task_id], args=args, code=self.code, interval_key=ref.key,
+                      job_output=output, require_code=True, pool=SPARK_POOL, deferrable=self.aws.deferrable,
+                      waiter_delay=self.aws.poll_s,
+                      execution_timeout=timedelta(minutes=minutes + 15))  # EMR stops the job first (its own timeout)
         if self.aws.spark_mode == "ec2":
             create, terminate = self._cluster_tasks(ref, interval)
-            op = emr.instantiate(emr.cluster_step(
-                self.aws, task_id=task_id, job=JOBS[task_id], args=args, code=self.code, interval_key=ref.key,
-                job_output=output, require_code=True, pool=SPARK_POOL, deferrable=self.aws.deferrable,
-                waiter_delay=self.aws.poll_s, execution_timeout=timedelta(minutes=minutes + 15)))
+            op = emr.instantiate(emr.cluster_step(self.aws, **common))
             create >> op >> terminate
             return op
-        spec = emr.serverless_job(
-            self.aws, task_id=task_id, job=JOBS[task_id], args=args, code=self.code, interval_key=ref.key,
-            job_output=output, require_code=True, pool=SPARK_POOL, deferrable=self.aws.deferrable,
-            waiter_delay=self.aws.poll_s, waiter_max_attempts=(minutes + 10) * 60 // self.aws.poll_s,
-            execution_timeout=timedelta(minutes=minutes + 15))  # EMR stops the job first (its own timeout)
-        return emr.instantiate(spec)
+        return emr.instantiate(emr.serverless_job(
+            self.aws, waiter_max_attempts=(minutes + 10) * 60 // self.aws.poll_s, **common))
 
     # --- the Steps protocol --------------------------------------------------------------------
     def spark(self, task_id: str, interval):
