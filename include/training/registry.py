@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from include.config import Settings
-from include.targets.base import ModelVersion, TrainingOutputs
+from include.training.outputs import ModelVersion, TrainingOutputs
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from include.features import CATEGORICAL_FEATURES, LABEL, NUMERIC_FEATURES
-from include.targets.base import TrainingOutputs
+from include.training.outputs import TrainingOutputs
 from include.training.bundle import categories_of, feature_spec, prepare_frame, save_bundle
 from include.training.metrics import evaluate
 

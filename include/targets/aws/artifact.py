@@ -1,124 +1,12 @@
-"""The code artefact every cloud job runs: ``spark_jobs/``, ``include/`` and the GX suites as one zip.
+"""The code artefact on S3: ``include.targets.cloud.artifact`` uploaded to the artifacts bucket.
 
-The zip is deterministic (sorted entries, fixed timestamps and permissions), so the same
-source always has the same SHA-256, and it is uploaded content-addressed:
-
-    s3://<artifacts bucket>/<prefix>/code/<sha256>/flights.zip            --py-files of every Spark job
-    s3://<artifacts bucket>/<prefix>/code/<sha256>/spark_jobs/<job>.py    the entry point of each job
-    s3://<artifacts bucket>/<prefix>/code/<sha256>/sourcedir.tar.gz       SageMaker script-mode source
-
-Re-uploading the same source writes nothing (the objects exist under the same digest), and
-two versions of the code never overwrite each other, so a job started before a deploy keeps
-reading the code it was started with.
+    python -m include.targets.aws.artifact     # upload this checkout's artefact (idempotent)
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
-import logging
-import re
-import tarfile
-import zipfile
-from dataclasses import dataclass
-from pathlib import Path
-
-from include.config import REPO_ROOT
-
-log = logging.getLogger(__name__)
-
-PACKAGES = ("include", "spark_jobs")
-DATA = (("expectations", "*.json"),)  # shipped with the code; read by include.quality.suites from the zip
-ZIP_NAME = "flights.zip"
-SOURCEDIR_NAME = "sourcedir.tar.gz"
-FIXED_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest timestamp a zip entry can hold
-TRAINING_REQUIREMENTS = ("xgboost", "scikit-learn", "pandas", "pyarrow", "matplotlib", "joblib")
-
-
-def source_files(root: Path = REPO_ROOT) -> list[tuple[str, bytes]]:
-    """Every ``.py`` file of the packages and the data files (suites), as (POSIX path relative to ``root``, bytes)."""
-    out = []
-    for folder, pattern in [(p, "*.py") for p in PACKAGES] + list(DATA):
-        for path in (root / folder).rglob(pattern):
-            if "__pycache__" in path.parts:
-                continue
-            out.append((path.relative_to(root).as_posix(), path.read_bytes()))
-    if not out:
-        raise FileNotFoundError(f"No Python files under {root}/{{{','.join(PACKAGES)}}}: wrong repository root?")
-    return sorted(out)
-
-
-def build_zip(files: list[tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name, data in sorted(files):
-            info = zipfile.ZipInfo(name, date_time=FIXED_DATE)
-            info.external_attr = 0o644 << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, data)
-    return buf.getvalue()
-
-
-def pinned_requirements(lock: Path = REPO_ROOT / "requirements.txt",
-                        names: tuple[str, ...] = TRAINING_REQUIREMENTS) -> str:
-    """``name==version`` lines for the training container, taken from the lock (xgboost-cpu becomes xgboost)."""
-    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;]+)", lock.read_text(encoding="utf-8"), flags=re.M))
-    pins = {k.lower(): v for k, v in pins.items()}
-    if "xgboost" not in pins and "xgboost-cpu" in pins:
-        pins["xgboost"] = pins["xgboost-cpu"]  # the same release, CUDA build, for the GPU instance
-    missing = [n for n in names if n not in pins]
-    if missing:
-        raise ValueError(f"{lock} pins no version for {missing}: recompile the lock (make lock).")
-    return "".join(f"{n}=={pins[n]}\n" for n in names)
-
-
-def build_sourcedir(files: list[tuple[str, bytes]], requirements: str) -> bytes:
-    """SageMaker script-mode source: the packages plus a requirements.txt, as a reproducible tar.gz."""
-    entries = sorted(files + [("requirements.txt", requirements.encode("utf-8"))])
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for name, data in entries:
-            info = tarfile.TarInfo(name)
-            info.size, info.mtime, info.mode, info.uid, info.gid = len(data), 0, 0o644, 0, 0
-            info.uname = info.gname = ""
-            tf.addfile(info, io.BytesIO(data))
-    out = io.BytesIO()
-    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, filename="") as gz:
-        gz.write(raw.getvalue())
-    return out.getvalue()
-
-
-@dataclass(frozen=True)
-class Artifact:
-    sha256: str
-    zip_bytes: bytes
-    sourcedir_bytes: bytes
-    scripts: dict[str, bytes]  # job name -> entry-point source
-
-    def prefix(self, artifacts_root: str) -> str:
-        return f"{artifacts_root.rstrip('/')}/code/{self.sha256}"
-
-    def zip_uri(self, artifacts_root: str) -> str:
-        return f"{self.prefix(artifacts_root)}/{ZIP_NAME}"
-
-    def script_uri(self, artifacts_root: str, job: str) -> str:
-        if job not in self.scripts:
-            raise KeyError(f"Unknown Spark job {job!r}; jobs in the artefact: {', '.join(sorted(self.scripts))}")
-        return f"{self.prefix(artifacts_root)}/spark_jobs/{job}.py"
-
-    def sourcedir_uri(self, artifacts_root: str) -> str:
-        return f"{self.prefix(artifacts_root)}/{SOURCEDIR_NAME}"
-
-
-def build_artifact(root: Path = REPO_ROOT) -> Artifact:
-    files = source_files(root)
-    data = build_zip(files)
-    scripts = {Path(n).stem: b for n, b in files
-               if n.startswith("spark_jobs/") and n.count("/") == 1 and not n.endswith("__init__.py")}
-    lock = root / "requirements.txt"
-    sourcedir = build_sourcedir(files, pinned_requirements(lock) if lock.exists() else "")
-    return Artifact(hashlib.sha256(data).hexdigest(), data, sourcedir, scripts)
+from include.targets.cloud import artifact as _artifact
+from include.targets.cloud.artifact import Artifact, ObjectStore, build_artifact  # noqa: F401 (re-exported)
 
 
 def split_s3(uri: str) -> tuple[str, str]:
@@ -128,31 +16,32 @@ def split_s3(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def upload(artifact: Artifact, artifacts_root: str, s3_client) -> dict[str, str]:
-    """Upload the artefact under its digest; objects already there are left alone. Returns the URIs."""
-    from botocore.exceptions import ClientError
+class S3Store(ObjectStore):
+    """``ObjectStore`` over an S3 client."""
 
-    objects = {artifact.zip_uri(artifacts_root): artifact.zip_bytes,
-               artifact.sourcedir_uri(artifacts_root): artifact.sourcedir_bytes}
-    for job, body in artifact.scripts.items():
-        objects[artifact.script_uri(artifacts_root, job)] = body
-    written = 0
-    for uri, body in sorted(objects.items()):
+    def __init__(self, s3_client):
+        self.s3 = s3_client
+
+    def exists(self, uri: str) -> bool:
+        from botocore.exceptions import ClientError
+
         bucket, key = split_s3(uri)
         try:
-            s3_client.head_object(Bucket=bucket, Key=key)
-            continue  # content-addressed: same key, same bytes
+            self.s3.head_object(Bucket=bucket, Key=key)
+            return True
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
                 raise
-        s3_client.put_object(Bucket=bucket, Key=key, Body=body,
-                             Metadata={"source-sha256": artifact.sha256})
-        written += 1
-    log.info("Code artefact %s: %d object(s) uploaded, %d already there", artifact.sha256[:12], written,
-             len(objects) - written)
-    return {"sha256": artifact.sha256, "zip": artifact.zip_uri(artifacts_root),
-            "sourcedir": artifact.sourcedir_uri(artifacts_root), "prefix": artifact.prefix(artifacts_root),
-            "written": str(written)}
+            return False
+
+    def put(self, uri: str, body: bytes, metadata: dict[str, str]) -> None:
+        bucket, key = split_s3(uri)
+        self.s3.put_object(Bucket=bucket, Key=key, Body=body, Metadata=metadata)
+
+
+def upload(artifact: Artifact, artifacts_root: str, s3_client) -> dict[str, str]:
+    """Upload the artefact under its digest to S3; objects already there are left alone. Returns the URIs."""
+    return _artifact.upload(artifact, artifacts_root, S3Store(s3_client))
 
 
 def main(argv: list[str] | None = None) -> int:

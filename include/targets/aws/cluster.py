@@ -28,7 +28,7 @@ from typing import Any
 from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator, EmrCreateJobFlowOperator
 from airflow.providers.amazon.aws.triggers.emr import EmrAddStepsTrigger
 
-from include.targets.aws.naming import attempt_tries, job_name, job_stem, try_of
+from include.targets.cloud.naming import attempt_tries, job_name, job_stem, try_of
 from include.targets.aws.operators import JobStateError, _s3_exists, require_code, s3_client_of
 
 CLUSTER_ACTIVE = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"]

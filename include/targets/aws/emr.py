@@ -17,12 +17,11 @@ of the EMR runtime the jobs run on.
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass, field
 from typing import Any
 
 from include.targets.aws.releases import runtime
 from include.targets.aws.settings import AwsSettings
+from include.targets.cloud.spec import OperatorSpec, instantiate  # noqa: F401 (re-exported)
 
 # Jinja that renders the run's interval from the first task of flights_daily / flights_training.
 INTERVAL_KEY = ("{{ (ti.xcom_pull(task_ids='%s')['start'] | replace('-', '')) ~ '_' ~ "
@@ -33,24 +32,6 @@ WAITER_DELAY_S = 30
 
 def interval_key_template(task_id: str = "resolve_interval") -> str:
     return INTERVAL_KEY % (task_id, task_id)
-
-
-@dataclass
-class OperatorSpec:
-    """An operator class (dotted path) and its keyword arguments: what ``instantiate`` builds."""
-
-    operator: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def class_name(self) -> str:
-        return self.operator.rsplit(".", 1)[1]
-
-
-def instantiate(spec: OperatorSpec, **extra):
-    """Import the operator class of ``spec`` and build it with its kwargs (plus ``extra``, e.g. ``dag``)."""
-    module, name = spec.operator.rsplit(".", 1)
-    return getattr(importlib.import_module(module), name)(**spec.kwargs, **extra)
 
 
 def spark_conf(aws: AwsSettings) -> dict[str, str]:

@@ -28,7 +28,7 @@ from airflow.providers.amazon.aws.operators.sagemaker import SageMakerTrainingOp
 from airflow.providers.amazon.aws.triggers.emr import EmrServerlessStartJobTrigger
 from airflow.providers.amazon.aws.triggers.sagemaker import SageMakerTrigger
 
-from include.targets.aws.naming import attempt_tries, job_name, job_stem, training_job_name, try_of
+from include.targets.cloud.naming import attempt_tries, job_name, job_stem, training_job_name, try_of
 
 log = logging.getLogger(__name__)
 

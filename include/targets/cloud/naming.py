@@ -1,4 +1,4 @@
-"""Deterministic names of cloud jobs, and the tries a retry may reattach to.
+"""Deterministic names of cloud jobs (every target), and the tries a retry may reattach to.
 
 The project's job name is ``<dag>.<task>.<interval>.try<n>`` (``include.pipeline.job_name``).
 A retry must find the job an earlier try of the *same attempt* started, instead of
@@ -42,14 +42,24 @@ def attempt_tries(try_number: int, max_tries: int | None, retries: int) -> range
     return range(first, int(try_number) + 1)
 
 
-def training_job_name(dag_id: str, task_id: str, interval_key: str, run_id: str, try_number: int) -> str:
-    """A SageMaker training job name: ≤ 63 characters of [a-zA-Z0-9-], deterministic, unique per run and try.
+def short_job_name(dag_id: str, task_id: str, interval_key: str, run_id: str, try_number: int, *,
+                   max_len: int = TRAINING_NAME_MAX, lower: bool = False) -> str:
+    """A cloud-safe job name: ≤ ``max_len`` characters of [a-zA-Z0-9-], deterministic, unique per run and try.
 
-    SageMaker keeps job names forever per account and region, so the name carries a digest of
-    the DAG, task, interval and run, and the try number; the readable part is shortened to fit.
+    Clouds keep job names (or ids) long after the job (SageMaker forever, Dataproc batches for weeks)
+    and restrict their characters, so the name carries a digest of the DAG, task, interval and run,
+    and the try number; the readable part is shortened to fit. ``lower`` for clouds that take lower
+    case only (Dataproc batch ids: ``[a-z0-9][a-z0-9-]{2,61}[a-z0-9]``).
     """
     digest = hashlib.sha256(f"{dag_id}|{task_id}|{interval_key}|{run_id}".encode()).hexdigest()[:10]
     suffix = f"-{digest}-t{int(try_number)}"
     readable = re.sub(r"[^a-zA-Z0-9]+", "-", f"{task_id}-{interval_key}").strip("-")
-    readable = readable[: TRAINING_NAME_MAX - len(suffix)].rstrip("-") or "job"
+    if lower:
+        readable = readable.lower()
+    readable = readable[: max_len - len(suffix)].rstrip("-") or "job"
     return f"{readable}{suffix}"
+
+
+def training_job_name(dag_id: str, task_id: str, interval_key: str, run_id: str, try_number: int) -> str:
+    """A SageMaker training job name: ≤ 63 characters of [a-zA-Z0-9-] (``short_job_name``)."""
+    return short_job_name(dag_id, task_id, interval_key, run_id, try_number)

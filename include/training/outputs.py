@@ -1,0 +1,38 @@
+"""What a training run produces and what the registry holds: plain dataclasses, no Airflow.
+
+Managed training containers (SageMaker, Vertex AI, Azure ML) import the training code with
+the training requirements alone, so nothing under ``include/training`` that they reach may
+import Airflow or ``include.targets``; the targets import these types from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class TrainingRequest:
+    dataset_dir: Path
+    output_dir: Path
+    params: dict[str, Any]
+    name: str
+
+
+@dataclass
+class TrainingOutputs:
+    output_dir: Path
+    metrics: dict[str, dict[str, float]]
+    params: dict[str, Any]
+    device: str
+    model_uri: str = ""  # where a remote trainer stored the outputs (the registry points at it)
+
+
+@dataclass
+class ModelVersion:
+    name: str
+    version: str
+    run_id: str = ""
+    url: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
