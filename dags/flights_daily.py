@@ -30,7 +30,7 @@ from airflow.sdk import Param, dag, task
 
 from include import pipeline
 from include.dag_defaults import default_args
-from include.targets import get_steps
+from include.steps import get_steps
 
 DATE_PARAM = {"type": ["null", "string"], "pattern": r"^\d{4}-\d{2}-\d{2}$"}
 

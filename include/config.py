@@ -16,7 +16,12 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 TARGETS = ("local", "aws", "gcp", "azure")
-WAREHOUSES = ("duckdb", "postgres")
+WAREHOUSES = ("duckdb", "postgres", "redshift", "bigquery")
+# The warehouse each target loads when FLIGHTS_WAREHOUSE is unset; any target can load DuckDB or
+# PostgreSQL (through the lake's local copy of the export), Redshift needs the S3 lake, BigQuery the GCS lake.
+DEFAULT_WAREHOUSE = {"local": "duckdb", "aws": "redshift", "gcp": "bigquery", "azure": "postgres"}
+WAREHOUSE_TARGETS = {"redshift": ("aws",), "bigquery": ("gcp",)}
+ALERT_CHANNELS = ("file", "slack", "smtp", "sns", "pubsub")
 
 
 class ConfigError(ValueError):
@@ -38,7 +43,6 @@ class Settings:
     slack_conn_id: str
     smtp_conn_id: str
     alert_emails: tuple[str, ...]
-    sns_topic_arn: str
     spark_master: str
     spark_driver_memory: str
     jars_dir: Path
@@ -74,14 +78,17 @@ def load_settings() -> Settings:
     if target not in TARGETS:
         raise ConfigError(f"FLIGHTS_TARGET={target!r} is not a known target; use one of {', '.join(TARGETS)}.")
     home = Path(_env("FLIGHTS_HOME", str(REPO_ROOT / ".state"))).expanduser().resolve()
-    warehouse = _env("FLIGHTS_WAREHOUSE", "duckdb").lower()
+    warehouse = _env("FLIGHTS_WAREHOUSE", DEFAULT_WAREHOUSE[target]).lower()
     if warehouse not in WAREHOUSES:
         raise ConfigError(f"FLIGHTS_WAREHOUSE={warehouse!r} is not supported; use one of {', '.join(WAREHOUSES)}.")
+    if target not in WAREHOUSE_TARGETS.get(warehouse, TARGETS):
+        raise ConfigError(f"FLIGHTS_WAREHOUSE={warehouse} loads from the {' or '.join(WAREHOUSE_TARGETS[warehouse])} "
+                          f"lake, not FLIGHTS_TARGET={target}'s; use duckdb or postgres there.")
     channels = tuple(c.strip().lower() for c in _env("FLIGHTS_ALERT_CHANNELS", "file").split(",") if c.strip())
-    unknown = set(channels) - {"file", "slack", "smtp", "sns"}
+    unknown = set(channels) - set(ALERT_CHANNELS)
     if unknown:
         raise ConfigError(
-            f"FLIGHTS_ALERT_CHANNELS names unknown channel(s) {sorted(unknown)}; use file, slack, smtp and/or sns."
+            f"FLIGHTS_ALERT_CHANNELS names unknown channel(s) {sorted(unknown)}; use {', '.join(ALERT_CHANNELS)}."
         )
     mlflow_db = home / "mlflow" / "mlflow.db"
     return Settings(
@@ -93,7 +100,6 @@ def load_settings() -> Settings:
         slack_conn_id=_env("FLIGHTS_SLACK_CONN_ID", "flights_slack"),
         smtp_conn_id=_env("FLIGHTS_SMTP_CONN_ID", "smtp_default"),
         alert_emails=tuple(e.strip() for e in _env("FLIGHTS_ALERT_EMAILS", "").split(",") if e.strip()),
-        sns_topic_arn=_env("FLIGHTS_SNS_TOPIC_ARN", ""),
         spark_master=_env("FLIGHTS_SPARK_MASTER", "local[2]"),
         spark_driver_memory=_env("FLIGHTS_SPARK_DRIVER_MEMORY", "2g"),
         jars_dir=Path(_env("FLIGHTS_JARS_DIR", str(REPO_ROOT / ".cache" / "jars"))),

@@ -17,8 +17,8 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from include.config import ConfigError
 from include.intervals import Interval, IntervalError, parse_date, resolve_interval
-from include.jobs import JOBS, RunRef, job_args, safe_run_key
-from include.lake import export_uri, landing_file
+from include.jobs import safe_run_key
+from include.lake import landing_file
 from include.targets import get_target
 
 log = logging.getLogger(__name__)
@@ -48,13 +48,16 @@ def job_name(context: dict, interval: Interval) -> str:
     return f"{ti.dag_id}.{ti.task_id}.{interval.key}.try{ti.try_number}"
 
 
-def run_job(context: dict, interval: Interval, **extra) -> None:
-    """Run the Spark job of the current task (``include.jobs``) through the target's Spark runner."""
-    target = get_target()
-    task_id = context["ti"].task_id
-    args = job_args(task_id, lake=target.lake.root, landing=target.lake.landing_root,
-                    ref=RunRef.of(interval, context["run_id"]), **extra)
-    target.spark.submit(JOBS[task_id], args, name=job_name(context, interval))
+@fails_fast
+def spark_job(context: dict, interval: Interval, job: str, args: list[str], output: str | None = None) -> str | None:
+    """Run ``spark_jobs/<job>.py`` with its rendered arguments through the target's Spark runner.
+
+    The arguments come from ``include.jobs.job_args`` through the step factory, rendered by Airflow
+    from the same templates a cloud operator gets. Returns ``output`` (what the job wrote, when it
+    names one), as a cloud operator does.
+    """
+    get_target().spark.submit(job, [str(a) for a in args], name=job_name(context, interval))
+    return output
 
 
 def interval_xcom(interval: Interval, run_id: str) -> dict:
@@ -93,53 +96,11 @@ def check_landing(interval: Interval) -> dict:
 
 
 @fails_fast
-def ingest_bronze(context: dict, interval: Interval) -> None:
-    params = context["params"]
-    run_job(context, interval, release=bool(params.get("release_quarantined")),
-            released_by=f"{context['ti'].dag_id} run {context['run_id']}",
-            release_reason=params.get("release_reason") or "")
-
-
-@fails_fast
-def validate(context: dict, interval: Interval) -> dict:
-    """Run the current task's quality gate job, then enforce its result."""
-    from include.jobs import GATE_TASKS
-    from include.quality.gate import enforce, result_uri
-
-    target = get_target()
-    run_job(context, interval)
-    uri = result_uri(target, GATE_TASKS[context["ti"].task_id], interval, context["run_id"])
-    return enforce(target, uri, interval, context["run_id"], context["ti"].dag_id)
-
-
-@fails_fast
 def enforce_gate(context: dict, interval: Interval, uri: str) -> dict:
     """Enforce a gate whose Spark job ran in an earlier task (a cloud job): record, then pass or fail."""
     from include.quality.gate import enforce
 
     return enforce(get_target(), uri, interval, context["run_id"], context["ti"].dag_id)
-
-
-@fails_fast
-def build_features(context: dict, interval: Interval) -> None:
-    run_job(context, interval)
-
-
-@fails_fast
-def score(context: dict, interval: Interval) -> dict:
-    target = get_target()
-    champion = target.registry.champion()
-    if champion is None:
-        log.warning("No champion model is registered yet: skipping scoring for %s. Run the flights_training DAG "
-                    "to train and promote one; later runs will score.", interval)
-        return {"scored": False}
-    from include.quality.gate import enforce, result_uri
-
-    bundle = target.registry.bundle_dir(champion)
-    gate = result_uri(target, "predictions", interval, context["run_id"])
-    run_job(context, interval, model_dir=str(bundle), model_name=champion.name, model_version=champion.version)
-    enforce(target, gate, interval, context["run_id"], context["ti"].dag_id)  # the predictions gate
-    return {"scored": True, "model_version": champion.version}
 
 
 @fails_fast
@@ -166,18 +127,11 @@ def enforce_predictions_gate(context: dict, interval: Interval, champion: dict, 
 
 
 @fails_fast
-def load_warehouse(interval: Interval, scoring: dict) -> dict:
-    target = get_target()
-    root = target.lake.root
-    loaded = {"analytics.flight_outcomes": target.warehouse.load_interval(
-        "analytics.flight_outcomes", target.lake.local_dir(export_uri(root, "flight_outcomes", interval.key)),
-        interval.start, interval.end)}
-    if scoring.get("scored"):
-        loaded["analytics.flight_delay_predictions"] = target.warehouse.load_interval(
-            "analytics.flight_delay_predictions",
-            target.lake.local_dir(export_uri(root, "predictions", interval.key)), interval.start, interval.end)
-    log.info("Loaded into the warehouse for %s: %s", interval, loaded)
-    return loaded
+def load_table(interval: Interval, table: str, source: str) -> int:
+    """Replace the interval's rows of one warehouse table with the lake's export at ``source``."""
+    n = get_target().warehouse.load_interval(table, source, interval.start, interval.end)
+    log.info("Loaded %d row(s) into %s for %s", n, table, interval)
+    return n
 
 
 # --- flights_training ------------------------------------------------------------------------
@@ -205,21 +159,19 @@ def resolve_window(context: dict) -> dict:
     return interval_xcom(window, context["run_id"])
 
 
-@fails_fast
-def export_training_set(context: dict, window: Interval) -> str:
-    from include.jobs import training_set_uri
-
-    p = context["params"]
-    run_job(context, window, validation_days=p["validation_days"], holdout_days=p["holdout_days"])
-    return training_set_uri(get_target().lake.root, RunRef.of(window, context["run_id"]))
+HYPERPARAMETER_TYPES = {"n_estimators": int, "max_depth": int, "learning_rate": float, "device": str}
 
 
 @fails_fast
-def train(context: dict, dataset_uri: str) -> dict:
+def train(context: dict, dataset_uri: str, params: dict) -> dict:
+    """Train in this task's process (the local target); ``params`` are the rendered hyperparameters."""
     from include.targets.base import TrainingRequest
 
     target = get_target()
-    hyper = {k: context["params"][k] for k in ("n_estimators", "max_depth", "learning_rate", "device")}
+    try:
+        hyper = {k: cast(params[k]) for k, cast in HYPERPARAMETER_TYPES.items()}
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"Bad hyperparameters {params!r}: {exc}; see the flights_training params.") from exc
     data_dir = target.lake.local_dir(dataset_uri)
     outputs = target.trainer.train(TrainingRequest(data_dir / "data", data_dir / "model", hyper,
                                                    name=context["run_id"]))

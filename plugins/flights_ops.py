@@ -88,7 +88,7 @@ class MlflowRunLink(BaseOperatorLink):
 
 
 class DataDocsLink(BaseOperatorLink):
-    """On quality-gate tasks (validate_bronze, validate_gold): the Great Expectations Data Docs page."""
+    """On the gate tasks (enforce_bronze_gate, enforce_gold_gate, enforce_predictions_gate): the Data Docs page."""
 
     name = "Data Docs"
 

@@ -1,9 +1,10 @@
-"""Cloud targets: one module per target, each exposing the same small set of objects.
+"""Cloud targets: one package per target, each exposing the same small set of objects.
 
 ``get_target()`` returns the target chosen by ``FLIGHTS_TARGET`` (the six seams the Python
-tasks use), ``get_steps()`` its step factory (the tasks DAG files ask for). A new target
-is a new module with ``build(cfg)`` and ``step_factory(cfg)``, registered in ``_MODULES``; no DAG
-file changes.
+tasks use), ``get_step_backend()`` what it tells the one step factory (``include.steps``): per
+step, the cloud operator that runs it, or None for a Python task. A new target is a new
+package with ``build(cfg)`` and ``step_backend(cfg)``, registered in ``_MODULES``; no DAG
+file changes, and the task graph stays the same (``tests/dags/test_same_graph.py``).
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 import importlib
 
 from include.config import ConfigError, Settings, settings
-from include.targets.base import Steps, Target
+from include.targets.base import StepBackend, Target
 
-_MODULES = {"local": "include.targets.local", "aws": "include.targets.aws"}
+_MODULES = {"local": "include.targets.local", "aws": "include.targets.aws", "gcp": "include.targets.gcp"}
 
 
 def _module(cfg: Settings):
@@ -30,12 +31,7 @@ def get_target(cfg: Settings | None = None) -> Target:
     return _module(cfg).build(cfg)
 
 
-def get_steps(cfg: Settings | None = None) -> Steps:
-    """The step factory of the target chosen by ``FLIGHTS_TARGET``, for DAG files at parse time.
-
-    It builds the tasks that run Spark jobs, quality gates, scoring, warehouse loads and
-    training: Python tasks on ``local``, deferrable cloud operators on ``aws``. Reads
-    settings only; no connection or cloud call.
-    """
+def get_step_backend(cfg: Settings | None = None) -> StepBackend:
+    """What the target chosen by ``FLIGHTS_TARGET`` runs each step with; settings only, no cloud call."""
     cfg = cfg or settings()
-    return _module(cfg).step_factory(cfg)
+    return _module(cfg).step_backend(cfg)

@@ -1,7 +1,7 @@
 """The seams between the pipeline and where it runs.
 
-A target bundles six objects. DAG tasks talk only to these interfaces, so the same DAG
-runs on the laptop and in every cloud.
+A target bundles six objects, and a ``StepBackend`` for the step factory (``include.steps``).
+DAG tasks talk only to these interfaces, so the same DAG runs on the laptop and in every cloud.
 
 | seam          | local                               | what a cloud target provides              |
 |---------------|-------------------------------------|-------------------------------------------|
@@ -15,12 +15,15 @@ runs on the laptop and in every cloud.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-
 from airflow.sdk.exceptions import AirflowFailException
+
+from include.targets.cloud.spec import OperatorSpec
+from include.training.outputs import ModelVersion, TrainingOutputs, TrainingRequest  # noqa: F401 (re-exported)
+from include.training.outputs import RegistryError, RollbackError  # noqa: F401 (re-exported)
 
 # Exit statuses of a Spark job that a retry cannot fix: 2 is argparse's (bad arguments),
 # 3 is spark_jobs.session.PERMANENT_EXIT (bad input, a missing table or column).
@@ -54,23 +57,6 @@ class SparkRunner(Protocol):
         ...
 
 
-@dataclass
-class TrainingRequest:
-    dataset_dir: Path
-    output_dir: Path
-    params: dict[str, Any]
-    name: str
-
-
-@dataclass
-class TrainingOutputs:
-    output_dir: Path
-    metrics: dict[str, dict[str, float]]
-    params: dict[str, Any]
-    device: str
-    model_uri: str = ""  # where a remote trainer stored the outputs (the registry points at it)
-
-
 class Trainer(Protocol):
     def train(self, request: TrainingRequest) -> TrainingOutputs: ...
 
@@ -79,16 +65,9 @@ class Trainer(Protocol):
         ...
 
 
-@dataclass
-class ModelVersion:
-    name: str
-    version: str
-    run_id: str = ""
-    url: str = ""
-    metrics: dict[str, float] = field(default_factory=dict)
-
-
 class ModelRegistry(Protocol):
+    """Versions of the model, and the ``champion`` among them. Errors: ``RegistryError`` (``RollbackError``)."""
+
     def register(self, outputs: TrainingOutputs, tags: dict[str, str]) -> ModelVersion: ...
 
     def champion(self) -> ModelVersion | None: ...
@@ -97,41 +76,71 @@ class ModelRegistry(Protocol):
         """A local folder with the version's scoring bundle (model + feature spec)."""
         ...
 
+    def publish_bundle(self, version: ModelVersion) -> str:
+        """Where the scoring job reads the version's bundle: a lake URI (cloud) or a local folder (local)."""
+        ...
+
     def set_champion(self, version: ModelVersion, reason: str) -> None: ...
 
     def rollback(self, to_version: str | None, reason: str, by: str) -> tuple[ModelVersion, ModelVersion]:
-        """Move ``champion`` back (to ``to_version`` or the previous champion); returns (old, new)."""
+        """Move ``champion`` back (to ``to_version`` or the previous champion); returns (old, new).
+
+        Raises ``RollbackError`` (a ``RegistryError``) naming why it cannot.
+        """
         ...
 
     def training_window(self, version: str) -> str: ...
+
+    def versions(self) -> list[str]: ...
 
 
 class Warehouse(Protocol):
     def ensure_schema(self) -> None: ...
 
-    def load_interval(self, table: str, parquet_dir: Path, start, end) -> int: ...
+    def load_interval(self, table: str, source: str | Path, start, end) -> int:
+        """Replace exactly ``start``..``end`` of ``table`` with the Parquet export at ``source``; rows loaded.
+
+        ``source`` is the export's URI in the lake (a local folder on ``local``); a warehouse that
+        reads local files fetches it through the lake (``LakeStorage.local_dir``).
+        """
+        ...
 
     def record(self, table: str, row: dict[str, Any]) -> None: ...
 
-    def query(self, sql: str) -> tuple[list[str], list[tuple]]: ...
+    def query(self, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]: ...
 
 
 class Notifier(Protocol):
-    def send(self, alert: "Any") -> None: ...
+    def send(self, alert: Any) -> None: ...
 
 
-class Steps(Protocol):
-    """Builds the DAG tasks that run on the target's compute (see ``include.targets.steps``)."""
+class StepBackend(Protocol):
+    """What a target tells the step factory (``include.steps.Steps``): where the lake is, and per step
+    the operator that runs it in the cloud (an ``OperatorSpec``), or ``None`` for a Python task.
 
-    def spark(self, task_id: str, interval: Any) -> Any: ...
+    Built at parse time from settings only: no connection, no cloud call.
+    """
 
-    def gate(self, task_id: str, interval: Any) -> Any: ...
+    lake_root: str
+    landing_root: str
 
-    def score(self, task_id: str, interval: Any) -> Any: ...
+    def spark_job(self, *, task_id: str, job: str, args: list[str], output: str | None,
+                  interval_key: str) -> OperatorSpec | None:
+        """The operator running ``spark_jobs/<job>.py`` with ``args`` (Jinja strings); its XCom is ``output``."""
+        ...
 
-    def load_warehouse(self, task_id: str, interval: Any, scoring: Any) -> Any: ...
+    def cluster(self, interval_key: str) -> tuple[OperatorSpec, OperatorSpec] | None:
+        """(setup, teardown) of a per-run cluster the Spark jobs run on, or None (serverless, local)."""
+        ...
 
-    def train(self, task_id: str, dataset: Any, window: Any) -> Any: ...
+    def training_job(self, *, task_id: str, dataset_uri: str, interval_key: str,
+                     params: dict[str, str]) -> OperatorSpec | None:
+        """The managed training job; its XCom is what the target's ``Trainer.collect`` reads."""
+        ...
+
+    def load_job(self, *, task_id: str, table: str, source: str, start: str, end: str) -> OperatorSpec | None:
+        """The operator loading the interval into ``table`` (None: ``Warehouse.load_interval`` in a Python task)."""
+        ...
 
 
 @dataclass

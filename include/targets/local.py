@@ -127,24 +127,41 @@ class LocalTrainer:
         return TrainingOutputs(Path(trained["output_dir"]), trained["metrics"], trained["params"], trained["device"])
 
 
-def step_factory(cfg: Settings):
-    """DAG tasks of the local target: Python tasks that run spark-submit and train in process."""
-    from include.targets.steps import PythonSteps
+class LocalSteps:
+    """The local target's ``StepBackend``: every step is a Python task (spark-submit, in-process training)."""
 
-    return PythonSteps()
+    def __init__(self, cfg: Settings):
+        self.lake_root, self.landing_root = str(cfg.lake_root), str(cfg.landing_root)
+
+    def spark_job(self, **_) -> None:
+        return None
+
+    def cluster(self, interval_key: str) -> None:
+        return None
+
+    def training_job(self, **_) -> None:
+        return None
+
+    def load_job(self, **_) -> None:
+        return None
+
+
+def step_backend(cfg: Settings) -> LocalSteps:
+    return LocalSteps(cfg)
 
 
 def build(cfg: Settings) -> Target:
-    from include.alerts import ChannelNotifier
+    from include.notify import ChannelNotifier
     from include.training.registry import MlflowRegistry
     from include.warehouse import make_warehouse
 
+    lake = LocalLake(cfg)
     return Target(
         name="local",
-        lake=LocalLake(cfg),
+        lake=lake,
         spark=LocalSparkRunner(cfg),
         trainer=LocalTrainer(),
         registry=MlflowRegistry(cfg),
-        warehouse=make_warehouse(cfg),
+        warehouse=make_warehouse(cfg, lake),
         notifier=ChannelNotifier(cfg),
     )

@@ -36,3 +36,11 @@ class ModelVersion:
     run_id: str = ""
     url: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+class RegistryError(ValueError):
+    """The registry cannot do what was asked (unknown version, no champion…): the message says why and what to do."""
+
+
+class RollbackError(RegistryError):
+    """A rollback that cannot be done: no reason given, nothing to roll back to, or an unknown version."""

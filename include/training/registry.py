@@ -18,16 +18,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from include.config import Settings
-from include.training.outputs import ModelVersion, TrainingOutputs
+from include.training.outputs import ModelVersion, RollbackError, TrainingOutputs  # noqa: F401 (RollbackError re-exported)
 
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 PREVIOUS_CHAMPION = "previous_champion"  # model-version tag: the champion this version replaced
-
-
-class RollbackError(ValueError):
-    """A rollback was refused: the message says why and what to pass instead."""
 
 
 class MlflowRegistry:
@@ -108,6 +104,10 @@ class MlflowRegistry:
             target.mkdir(parents=True, exist_ok=True)
             mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="bundle", dst_path=str(target))
         return target / "bundle"
+
+    def publish_bundle(self, version: ModelVersion) -> str:
+        """The local scoring job reads the bundle from the local folder it is downloaded to."""
+        return str(self.bundle_dir(version))
 
     def set_champion(self, version: ModelVersion, reason: str) -> None:
         """Move ``champion`` to ``version``, remembering on it the champion it replaces."""

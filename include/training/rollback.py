@@ -21,8 +21,7 @@ from datetime import datetime, timezone
 from include.alerts import Alert, send_alert
 from include.config import settings
 from include.targets import get_target
-from include.targets.base import ModelVersion
-from include.training.registry import RollbackError
+from include.training.outputs import ModelVersion, RegistryError
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     by = args.by or default_user()
     try:
         done = rollback(args.to_version, args.reason, by)
-    except RollbackError as exc:
+    except RegistryError as exc:  # RollbackError and every registry's refusal
         print(f"Rollback refused, nothing changed: {exc}", file=sys.stderr)
         return 2
     print(f"Rolled back {done['model']}: champion v{done['from']} -> v{done['to']}, by {by}: {done['reason']}\n"

@@ -9,7 +9,9 @@ one transaction, so reruns never duplicate a row and readers never see half a da
 
 from __future__ import annotations
 
-from include.config import Settings
+from pathlib import Path
+
+from include.config import ConfigError, Settings
 
 # Columns loaded from the lake's Parquet exports, per warehouse table.
 LOADS = {
@@ -71,11 +73,19 @@ DDL = [
 OPS_TABLES = ("ops.dag_runs", "ops.task_runs", "ops.quality_gates", "ops.model_decisions")
 
 
-def make_warehouse(cfg: Settings):
+def make_warehouse(cfg: Settings, lake=None):
+    """The DuckDB or PostgreSQL warehouse of ``FLIGHTS_WAREHOUSE``, reading exports through ``lake``.
+
+    A cloud target with its own warehouse (Redshift, BigQuery) builds that one itself and calls
+    this for the two that run anywhere.
+    """
+    fetch = lake.local_dir if lake is not None else Path
     if cfg.warehouse == "postgres":
         from include.warehouse.postgres import PostgresWarehouse
 
-        return PostgresWarehouse(cfg.warehouse_conn_id)
-    from include.warehouse.duckdb import DuckDBWarehouse
+        return PostgresWarehouse(cfg.warehouse_conn_id, fetch)
+    if cfg.warehouse == "duckdb":
+        from include.warehouse.duckdb import DuckDBWarehouse
 
-    return DuckDBWarehouse(cfg.duckdb_path)
+        return DuckDBWarehouse(cfg.duckdb_path, fetch)
+    raise ConfigError(f"FLIGHTS_WAREHOUSE={cfg.warehouse} is built by its cloud target, not include.warehouse.")

@@ -15,8 +15,9 @@ log = logging.getLogger(__name__)
 
 
 class DuckDBWarehouse:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, fetch=Path):
         self.path = Path(path)
+        self.fetch = fetch  # the export's URI -> a local folder (the lake's local_dir on a cloud lake)
         self._ready = False
 
     @contextmanager
@@ -45,8 +46,9 @@ class DuckDBWarehouse:
                 con.execute(stmt)
         self._ready = True
 
-    def load_interval(self, table: str, parquet_dir: Path, start: date, end: date) -> int:
-        """Replace the rows of [start, end] with the Parquet export, in one transaction."""
+    def load_interval(self, table: str, source: str | Path, start: date, end: date) -> int:
+        """Replace the rows of [start, end] with the Parquet export at ``source``, in one transaction."""
+        parquet_dir = self.fetch(source)
         self.ensure_schema()
         cols = LOADS[table]
         files = sorted(Path(parquet_dir).glob("*.parquet"))

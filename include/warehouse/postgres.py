@@ -23,8 +23,9 @@ def _copy_in(cur, sql: str, buf: io.StringIO) -> None:
 
 
 class PostgresWarehouse:
-    def __init__(self, conn_id: str):
+    def __init__(self, conn_id: str, fetch=Path):
         self.conn_id = conn_id
+        self.fetch = fetch  # the export's URI -> a local folder (the lake's local_dir on a cloud lake)
         self._ready = False
 
     @contextmanager
@@ -46,8 +47,9 @@ class PostgresWarehouse:
             conn.commit()
         self._ready = True
 
-    def load_interval(self, table: str, parquet_dir: Path, start: date, end: date) -> int:
+    def load_interval(self, table: str, source: str | Path, start: date, end: date) -> int:
         """COPY the export into a staging table, then delete-and-insert the interval in one transaction."""
+        parquet_dir = self.fetch(source)
         import pyarrow.parquet as pq
 
         self.ensure_schema()

@@ -1,4 +1,4 @@
-"""An alert sent through include.alerts' SNS channel reaches an SQS queue subscribed to the topic (moto)."""
+"""An alert sent through the SNS channel (include.targets.aws.sns) reaches an SQS queue subscribed to the topic (moto)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ from include.alerts import Alert, ChannelNotifier
 from include.config import load_settings
 
 
-def test_sns_alert_lands_in_the_subscribed_queue(boto):
+def test_sns_alert_lands_in_the_subscribed_queue(boto, monkeypatch):
     sns, sqs = boto("sns"), boto("sqs")
     topic = sns.create_topic(Name="flights-alerts")["TopicArn"]
     queue_url = sqs.create_queue(QueueName="flights-alerts-inbox")["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
 
-    cfg = replace(load_settings(), alert_channels=("sns",), sns_topic_arn=topic)
+    monkeypatch.setenv("FLIGHTS_SNS_TOPIC_ARN", topic)
+    cfg = replace(load_settings(), alert_channels=("sns",))
     # The channel uses SnsHook and the aws_default connection, which the fixture points at the emulator.
     ChannelNotifier(cfg).send(Alert(kind="task_failed", title="flights_daily.ingest_bronze failed",
                                     reason="EMR job run 00abc ended FAILED", dag_id="flights_daily",

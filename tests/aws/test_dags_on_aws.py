@@ -33,7 +33,7 @@ import pytest
 from include.config import settings
 from include.intervals import Interval
 from include.jobs import DEFAULT_RELEASE_REASON, JOBS, RunRef, job_args, result_uri, training_set_uri
-from include.targets.aws.naming import training_job_name
+from include.targets.cloud.naming import training_job_name
 from tests.aws.conftest import ACCOUNT, REGION
 
 REPO = Path(__file__).resolve().parents[2]
@@ -111,7 +111,8 @@ def env(moto_endpoint, airflow_db, tmp_path_factory):
     role = f"arn:aws:iam::{ACCOUNT}:role/flights-"
     with pytest.MonkeyPatch.context() as mp:
         for key, value in {
-            "FLIGHTS_TARGET": "aws", "FLIGHTS_HOME": str(tmp_path_factory.mktemp("aws-dags") / "home"),
+            "FLIGHTS_TARGET": "aws", "FLIGHTS_WAREHOUSE": "redshift",
+            "FLIGHTS_HOME": str(tmp_path_factory.mktemp("aws-dags") / "home"),
             "FLIGHTS_ALERT_CHANNELS": "file,sns", "FLIGHTS_SNS_TOPIC_ARN": topic,
             "FLIGHTS_AWS_REGION": REGION, "FLIGHTS_AWS_ACCOUNT_ID": ACCOUNT, "FLIGHTS_AWS_LAKE_BUCKET": LAKE,
             "FLIGHTS_AWS_ARTIFACTS_BUCKET": ARTIFACTS, "FLIGHTS_AWS_EMR_JOB_ROLE_ARN": role + "emr-job",
@@ -487,12 +488,13 @@ def test_the_cloud_steps_are_deferrable_by_default(env, uploaded):
 
     from include.targets.aws import code_uris
     from include.targets.aws.settings import load_aws_settings
+    from include.steps import Steps
     from include.targets.aws.steps import AwsSteps
 
     aws = replace(load_aws_settings(), deferrable=True)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("importlib.util.find_spec", lambda name, *a: object())  # as where aiobotocore is installed
-        steps = AwsSteps(aws, code_uris(aws.artifacts_root))
+        steps = Steps(AwsSteps(aws, code_uris(aws.artifacts_root)))
     from airflow.sdk import DAG
 
     with DAG("probe", schedule=None):

@@ -43,7 +43,7 @@ def env(moto_endpoint, airflow_db, tmp_path_factory):
     role = f"arn:aws:iam::{ACCOUNT}:role/flights-"
     with pytest.MonkeyPatch.context() as mp:
         for key, value in {
-            "FLIGHTS_TARGET": "aws", "FLIGHTS_HOME": str(tmp_path_factory.mktemp("aws-ec2-dags") / "home"),
+            "FLIGHTS_TARGET": "aws", "FLIGHTS_WAREHOUSE": "redshift", "FLIGHTS_HOME": str(tmp_path_factory.mktemp("aws-ec2-dags") / "home"),
             "FLIGHTS_ALERT_CHANNELS": "file", "FLIGHTS_AWS_REGION": REGION, "FLIGHTS_AWS_ACCOUNT_ID": ACCOUNT,
             "FLIGHTS_AWS_LAKE_BUCKET": LAKE, "FLIGHTS_AWS_ARTIFACTS_BUCKET": ARTIFACTS,
             "FLIGHTS_AWS_EMR_JOB_ROLE_ARN": role + "emr-job", "FLIGHTS_AWS_SAGEMAKER_ROLE_ARN": role + "sagemaker",

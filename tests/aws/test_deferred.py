@@ -17,7 +17,7 @@ import pytest
 
 from include.targets.aws import emr, sagemaker
 from include.targets.aws.emr import instantiate
-from include.targets.aws.naming import training_job_name
+from include.targets.cloud.naming import training_job_name
 from tests.aws.conftest import ACCOUNT, REGION, jobs_run_for_one_poll
 from tests.aws.test_emr import ARGS, CODE, _context as _emr_context
 from tests.aws.test_sagemaker import DATASET, PARAMS, SOURCEDIR, _context as _training_context

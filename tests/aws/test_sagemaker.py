@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from include.targets.aws import sagemaker
 from include.targets.aws.emr import instantiate
-from include.targets.aws.naming import training_job_name
+from include.targets.cloud.naming import training_job_name
 from include.targets.aws.settings import AwsSettings
 
 PARAMS = {"n_estimators": 400, "max_depth": 6, "learning_rate": 0.08, "device": "cuda"}

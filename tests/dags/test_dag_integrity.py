@@ -82,11 +82,16 @@ def test_every_spark_task_runs_in_the_spark_pool(dagbag, dag_id):
 
 def test_daily_dag_structure(dagbag):
     dag = dagbag.dags["flights_daily"]
-    order = ["resolve_interval", "check_landing_files", "ingest_bronze", "validate_bronze", "build_features",
-             "validate_gold", "score_flights", "load_warehouse"]
-    assert set(dag.task_ids) == set(order)
+    order = ["resolve_interval", "check_landing_files", "ingest_bronze", "validate_bronze", "enforce_bronze_gate",
+             "build_features", "validate_gold", "enforce_gold_gate", "find_champion", "score_flights",
+             "enforce_predictions_gate", "load_flight_delay_predictions"]
+    assert set(dag.task_ids) == set(order) | {"load_flight_outcomes"}
     for upstream, downstream in zip(order, order[1:]):
         assert upstream in dag.get_task(downstream).upstream_task_ids, f"{upstream} -> {downstream}"
+    # outcomes load even when scoring is skipped (no champion yet); predictions only after a passed gate
+    assert dag.get_task("load_flight_outcomes").trigger_rule == "none_failed"
+    assert dag.get_task("load_flight_delay_predictions").trigger_rule == "all_success"
+    assert "enforce_predictions_gate" in dag.get_task("load_flight_outcomes").upstream_task_ids
     assert dag.catchup
     assert set(dag.params.keys()) >= {"start_date", "end_date"}
 

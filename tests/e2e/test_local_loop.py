@@ -130,7 +130,8 @@ def test_warehouse_matches_the_lake(loop):
 
 def test_ops_schema_records_pipeline_health(loop):
     tasks = _wh("SELECT DISTINCT dag_id, task_id FROM ops.task_runs WHERE state = 'success'")
-    assert ("flights_daily", "load_warehouse") in tasks and ("flights_training", "promote_champion") in tasks
+    assert ("flights_daily", "load_flight_delay_predictions") in tasks
+    assert ("flights_training", "promote_champion") in tasks
     assert _wh("SELECT count(*) FROM ops.task_runs WHERE try_number IS NULL OR duration_s IS NULL")[0][0] == 0
     assert _wh("SELECT count(*) FROM ops.dag_runs WHERE state = 'success'")[0][0] >= 3
     gates = _wh("SELECT suite, success FROM ops.quality_gates")
@@ -169,11 +170,13 @@ def test_malformed_file_fails_the_bronze_gate_and_writes_nothing_downstream(loop
         csv.writer(f).writerows(rows)
     dr = _run("flights_daily", MALFORMED_DAY)
     states = _states(dr)
-    assert str(dr.state) == "failed" and states["validate_bronze"] == "failed"
-    assert states["build_features"] != "success" and states["load_warehouse"] != "success"
+    # the gate's job ran and wrote its result; its enforcement failed the run
+    assert str(dr.state) == "failed" and states["validate_bronze"] == "success"
+    assert states["enforce_bronze_gate"] == "failed"
+    assert states["build_features"] != "success" and states["load_flight_outcomes"] != "success"
     alert = [a for a in _alerts() if a["kind"] == "quality_gate_failed"][-1]
     assert "missing column(s) ['dep_delay']" in alert["reason"] and "departure_delay" in alert["reason"]
-    assert alert["task_id"] == "validate_bronze" and str(MALFORMED_DAY) in alert["interval"]
+    assert alert["task_id"] == "enforce_bronze_gate" and str(MALFORMED_DAY) in alert["interval"]
     for table in ("silver.flights", "gold.flight_features", "predictions.flight_delay_risk"):
         assert str(MALFORMED_DAY) not in set(_lake(table)["flight_date"].astype(str)), table
     assert _wh(f"SELECT count(*) FROM analytics.flight_outcomes WHERE flight_date = DATE '{MALFORMED_DAY}'") == [(0,)]

@@ -1,7 +1,7 @@
 """The AWS target: S3 lake, EMR Spark, SageMaker training and registry, Redshift, SNS.
 
-``step_factory(cfg)`` is the step factory the DAGs ask for their cloud tasks (``steps.AwsSteps``:
-deferrable EMR Serverless, SageMaker and Redshift Data operators). ``build(cfg)`` returns
+``step_backend(cfg)`` tells the one step factory (``include.steps``) which operator runs each step
+(``steps.AwsSteps``: deferrable EMR Serverless, SageMaker and Redshift Data operators). ``build(cfg)`` returns
 the six seams of ``include.targets.base`` for the Python tasks around them: reading the
 lake, the model registry, the warehouse's ``ops`` records, collecting training outputs,
 alerts, and a blocking Spark runner for the odd job run from a Python task. Nothing here
@@ -143,34 +143,34 @@ class SageMakerTrainer:
 @functools.lru_cache(maxsize=4)
 def code_uris(artifacts_root: str) -> dict[str, str]:
     """The S3 URIs of this checkout's code artefact (content-addressed; uploaded by ``artifact`` before runs)."""
-    from include.targets.aws.artifact import build_artifact
+    from include.targets.cloud import artifact
 
-    artifact = build_artifact()
-    return {"prefix": artifact.prefix(artifacts_root), "zip": artifact.zip_uri(artifacts_root),
-            "sourcedir": artifact.sourcedir_uri(artifacts_root), "sha256": artifact.sha256}
+    return artifact.code_uris(artifact.build_artifact(), artifacts_root)
 
 
-def step_factory(cfg: Settings, aws: AwsSettings | None = None):
-    """The DAGs' cloud tasks (``include.targets.aws.steps.AwsSteps``), from settings only."""
+def step_backend(cfg: Settings, aws: AwsSettings | None = None):
+    """What runs each step on AWS (``include.targets.aws.steps.AwsSteps``), from settings only."""
     from include.targets.aws.steps import AwsSteps
 
     aws = aws or load_aws_settings()
-    return AwsSteps(aws, code_uris(aws.artifacts_root))
+    return AwsSteps(aws, code_uris(aws.artifacts_root), cfg.warehouse)
 
 
 def build(cfg: Settings, aws: AwsSettings | None = None, code: dict[str, str] | None = None) -> Target:
-    from include.alerts import ChannelNotifier
+    from include.notify import ChannelNotifier
     from include.targets.aws.redshift import RedshiftWarehouse
     from include.targets.aws.registry import SageMakerModelRegistry
+    from include.warehouse import make_warehouse
 
     aws = aws or load_aws_settings()
     code = code or code_uris(aws.artifacts_root)
+    lake = S3Lake(aws, cfg.home / "cache" / "s3")
     return Target(
         name="aws",
-        lake=S3Lake(aws, cfg.home / "cache" / "s3"),
+        lake=lake,
         spark=EmrServerlessSparkRunner(aws, code),
         trainer=SageMakerTrainer(aws, cfg.home / "cache" / "training"),
         registry=SageMakerModelRegistry(aws, cfg.home / "models"),
-        warehouse=RedshiftWarehouse(aws),
+        warehouse=RedshiftWarehouse(aws) if cfg.warehouse == "redshift" else make_warehouse(cfg, lake),
         notifier=ChannelNotifier(cfg),
     )

@@ -18,7 +18,7 @@ import time
 from datetime import date
 from typing import Any
 
-from include.targets.aws.emr import OperatorSpec, instantiate
+from include.targets.cloud.spec import OperatorSpec
 from include.targets.aws.settings import AwsSettings
 from include.warehouse import DDL, LOADS, OPS_TABLES
 
@@ -94,11 +94,6 @@ def load_job(aws: AwsSettings, *, task_id: str, table: str, s3_prefix: str, star
     }
     kwargs.update(operator_kwargs)
     return OperatorSpec(REDSHIFT_DATA_OPERATOR, kwargs)
-
-
-def instantiate_load(aws: AwsSettings, **kwargs):
-    """The ``RedshiftDataOperator`` of ``load_job`` (for the DAGs' step factory)."""
-    return instantiate(load_job(aws, **kwargs))
 
 
 # --- the Warehouse seam on Redshift ------------------------------------------------------------

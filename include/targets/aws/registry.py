@@ -17,16 +17,12 @@ from pathlib import Path
 
 from include.targets.aws.artifact import split_s3
 from include.targets.aws.settings import AwsSettings
-from include.targets.base import ModelVersion, TrainingOutputs
+from include.training.outputs import ModelVersion, RegistryError, RollbackError, TrainingOutputs
 
 log = logging.getLogger(__name__)
 
 APPROVED, PENDING, REJECTED = "Approved", "PendingManualApproval", "Rejected"
 MODEL_DATA_URL = "model_data_url"  # tag key register() needs: the training job's S3ModelArtifacts
-
-
-class RegistryError(ValueError):
-    """A registry action was refused: the message says why and what to do."""
 
 
 class SageMakerModelRegistry:
@@ -153,18 +149,18 @@ class SageMakerModelRegistry:
     def rollback(self, to_version: str | None, reason: str, by: str) -> tuple[ModelVersion, ModelVersion]:
         """Reject the champion (and newer approved versions), re-approve the previous one or ``to_version``."""
         if not reason or not reason.strip():
-            raise RegistryError("Say why you roll back: it is recorded in the approval description.")
+            raise RollbackError("Say why you roll back: it is recorded in the approval description.")
         approved = self._packages(APPROVED)
         if not approved:
-            raise RegistryError(f"{self.group} has no Approved version: there is nothing to roll back.")
+            raise RollbackError(f"{self.group} has no Approved version: there is nothing to roll back.")
         current = str(approved[0]["ModelPackageVersion"])
         if to_version is None:
             if len(approved) < 2:
-                raise RegistryError(f"v{current} is the only Approved version of {self.group}; pass to_version.")
+                raise RollbackError(f"v{current} is the only Approved version of {self.group}; pass to_version.")
             to_version = str(approved[1]["ModelPackageVersion"])
         to_version = str(to_version).lstrip("vV")
         if to_version == current:
-            raise RegistryError(f"v{to_version} already is the champion of {self.group}: nothing to roll back.")
+            raise RollbackError(f"v{to_version} already is the champion of {self.group}: nothing to roll back.")
         target = self._describe(to_version)
         old = self._version(self._describe(current))
         note = f"rolled back by {by}: {reason} (champion v{current} -> v{to_version})"
