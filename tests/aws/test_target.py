@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -13,7 +14,7 @@ from include.targets.aws import build
 def test_lake_and_blocking_spark_runner_on_moto(aws, boto, buckets, tmp_path):
     app = boto("emr-serverless").create_application(name="t", releaseLabel="emr-7.12.0", type="SPARK")["applicationId"]
     aws = aws.__class__.example(endpoint_url=aws.endpoint_url, emr_application_id=app)
-    target = build(load_settings(), aws=aws)
+    target = build(replace(load_settings(), target="aws", warehouse="redshift"), aws=aws)
     assert target.name == "aws" and target.lake.root == "s3://flights-lake-example/lake"
     buckets.put_object(Bucket=aws.lake_bucket, Key="lake/_quality/x/r.json", Body=json.dumps({"success": True}))
     buckets.put_object(Bucket=aws.lake_bucket, Key="lake/exports/flight_outcomes/k/part-0.parquet", Body=b"PAR1")

@@ -28,8 +28,8 @@ from typing import Any
 from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator, EmrCreateJobFlowOperator
 from airflow.providers.amazon.aws.triggers.emr import EmrAddStepsTrigger
 
-from include.targets.cloud.naming import attempt_tries, job_name, job_stem, try_of
-from include.targets.aws.operators import JobStateError, _s3_exists, require_code, s3_client_of
+from include.targets.aws.operators import _s3_exists, require_code, s3_client_of
+from include.targets.cloud.reattach import ACTIVE, SUCCEEDED, JobRef, JobStateError, classify, identity, require_output
 
 CLUSTER_ACTIVE = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING"]
 STEP_ACTIVE = ("PENDING", "RUNNING", "CANCEL_PENDING")
@@ -109,19 +109,15 @@ class ReattachingEmrStepOperator(EmrAddStepsOperator):
 
     def _find(self, context) -> tuple[dict | None, list[dict]]:
         """The step to reattach to (newest try of this attempt, active or completed), and stale active steps."""
-        ti = context["ti"]
-        stem = job_stem(ti.dag_id, ti.task_id, self.interval_key)
-        tries = attempt_tries(ti.try_number, getattr(ti, "max_tries", None), self.retries or 0)
+        me = identity(context, self.interval_key, self.retries)
         pages = self.hook.conn.get_paginator("list_steps").paginate(
             ClusterId=self.job_flow_id, StepStates=[*STEP_ACTIVE, "COMPLETED"])
-        mine = [s for page in pages for s in page.get("Steps", []) if try_of(s.get("Name", ""), stem) is not None]
-        reattach, stale = None, []
-        for s in sorted(mine, key=lambda s: try_of(s["Name"], stem)):
-            if try_of(s["Name"], stem) in tries:
-                reattach = s
-            elif s["Status"]["State"] in STEP_ACTIVE:
-                stale.append(s)
-        return reattach, stale
+        # the cluster belongs to this DAG run, so every step on it is of this run
+        refs = [JobRef(s["Id"], s.get("Name", ""), me.run_id,
+                       ACTIVE if s["Status"]["State"] in STEP_ACTIVE else SUCCEEDED, s["Status"]["State"], raw=s)
+                for page in pages for s in page.get("Steps", [])]
+        found = classify(refs, me.stem, me.run_id, me.tries)
+        return (found.reattach.raw if found.reattach else None), [j.raw for j in found.stale]
 
     def _failure(self, step_id: str) -> str:
         step = self.hook.conn.describe_step(ClusterId=self.job_flow_id, StepId=step_id)["Step"]
@@ -137,15 +133,13 @@ class ReattachingEmrStepOperator(EmrAddStepsOperator):
         state = self.hook.conn.describe_step(ClusterId=self.job_flow_id, StepId=step_id)["Step"]["Status"]["State"]
         if state != "COMPLETED":
             raise JobStateError(self._failure(step_id) + "; see the step's stderr under the cluster's LogUri.")
-        if self.job_output and not _s3_exists(self._s3(), self.job_output):
-            raise JobStateError(f"EMR step {step_id} completed but wrote nothing at {self.job_output}; see its "
-                                "stderr under the cluster's LogUri.")
+        require_output(lambda uri: _s3_exists(self._s3(), uri), self.job_output,
+                       f"EMR step {step_id} (stderr under the cluster's LogUri)")
         return self.job_output or step_id
 
     # --- the operator --------------------------------------------------------------------------
     def execute(self, context) -> str:
-        ti = context["ti"]
-        name = job_name(ti.dag_id, ti.task_id, self.interval_key, ti.try_number)
+        name = identity(context, self.interval_key, self.retries).name
         self.steps = [{**self.steps[0], "Name": name}]
         if self.require_code:
             self._check_code()

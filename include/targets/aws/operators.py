@@ -28,7 +28,9 @@ from airflow.providers.amazon.aws.operators.sagemaker import SageMakerTrainingOp
 from airflow.providers.amazon.aws.triggers.emr import EmrServerlessStartJobTrigger
 from airflow.providers.amazon.aws.triggers.sagemaker import SageMakerTrigger
 
-from include.targets.cloud.naming import attempt_tries, job_name, job_stem, training_job_name, try_of
+from include.targets.cloud.naming import attempt_tries, training_job_name, try_of
+from include.targets.cloud.reattach import (ACTIVE, FAILED, SUCCEEDED, JobRef, JobStateError, classify, identity,
+                                            require_output)
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +40,14 @@ EMR_LOOKBACK = timedelta(days=7)
 RUN_TAG, TRY_TAG = "airflow_run_id", "airflow_try"
 
 
-class JobStateError(RuntimeError):
-    """A cloud job ended in a state other than success although the wait reported success."""
+def _emr_status(state: str) -> str:
+    return ACTIVE if state in EMR_ACTIVE else SUCCEEDED if state == "SUCCESS" else FAILED
 
 
 def find_emr_serverless_run(client, application_id: str, stem: str, run_id: str, tries: range,
                             states: tuple[str, ...] = (*EMR_ACTIVE, "SUCCESS")) -> dict:
-    """Job runs of ``stem`` and ``run_id`` in ``states``: {"reattach": newest run of ``tries``, "stale": [...]}.
+    """Job runs of ``stem`` and ``run_id`` in ``states``: {"reattach": newest run of ``tries``, "stale": [...],
+    "latest": newest run of ``tries`` whatever its state} (``include.targets.cloud.reattach.classify`` decides).
 
     ``list_job_runs`` cannot filter by name or tag, so runs of the last week are listed and
     matched by name; the run id is read from each candidate's tags (``get_job_run``).
@@ -60,17 +63,14 @@ def find_emr_serverless_run(client, application_id: str, stem: str, run_id: str,
         if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
             raise
         candidates = []  # an application with no job run yet (moto); a missing one fails at submission, by name
-    reattach, stale = None, []
-    for summary in sorted(candidates, key=lambda r: (try_of(r["name"], stem), str(r.get("createdAt")))):
+    refs = []
+    for summary in candidates:
         run = client.get_job_run(applicationId=application_id, jobRunId=summary["id"])["jobRun"]
-        if (run.get("tags") or {}).get(RUN_TAG) != run_id:
-            continue
-        n = try_of(run["name"], stem)
-        if n in tries:
-            reattach = run  # the newest try wins
-        elif run["state"] in EMR_ACTIVE:
-            stale.append(run)
-    return {"reattach": reattach, "stale": stale}
+        refs.append(JobRef(run["jobRunId"], run["name"], (run.get("tags") or {}).get(RUN_TAG, ""),
+                           _emr_status(run["state"]), run["state"], raw=run))
+    found = classify(refs, stem, run_id, tries)
+    return {"reattach": found.reattach.raw if found.reattach else None, "stale": [j.raw for j in found.stale],
+            "latest": found.latest.raw if found.latest else None}
 
 
 class CodeMissing(AirflowFailException):
@@ -136,16 +136,12 @@ class ReattachingEmrServerlessStartJobOperator(EmrServerlessStartJobOperator):
         """After a successful job: its output must exist; return it (or the job run id)."""
         if not self.job_output or not self.wait_for_completion:
             return job_id
-        if not _s3_exists(self._s3(), self.job_output):
-            raise JobStateError(f"EMR Serverless job run {job_id} succeeded but wrote nothing at {self.job_output}; "
-                                f"see its driver log under the job's logUri.")
-        return self.job_output
+        return require_output(lambda uri: _s3_exists(self._s3(), uri), self.job_output,
+                              f"EMR Serverless job run {job_id} (driver log under the job's logUri)")
 
     def _identity(self, context) -> tuple[str, str, range, str]:
-        ti = context["ti"]
-        stem = job_stem(ti.dag_id, ti.task_id, self.interval_key)
-        tries = attempt_tries(ti.try_number, getattr(ti, "max_tries", None), self.retries or 0)
-        return stem, context["run_id"], tries, job_name(ti.dag_id, ti.task_id, self.interval_key, ti.try_number)
+        me = identity(context, self.interval_key, self.retries)
+        return me.stem, me.run_id, me.tries, me.name
 
     def _run_of_this_try(self, context) -> dict | None:
         """This try's job run, by name and run tag (a task resumed after deferring no longer holds the job id).
@@ -158,7 +154,7 @@ class ReattachingEmrServerlessStartJobOperator(EmrServerlessStartJobOperator):
             stem, run_id, _, _ = self._identity(context)
             this_try = range(context["ti"].try_number, context["ti"].try_number + 1)
             return find_emr_serverless_run(self.hook.conn, self.application_id, stem, run_id, this_try,
-                                           states=(*EMR_ACTIVE, "SUCCESS", *EMR_FAILED))["reattach"]
+                                           states=(*EMR_ACTIVE, "SUCCESS", *EMR_FAILED))["latest"]
         except Exception:
             self.log.warning("Could not read the job run of this try", exc_info=True)
         return None

@@ -47,8 +47,9 @@ class JobRef:
 
 @dataclass(frozen=True)
 class Found:
-    reattach: JobRef | None
-    stale: list[JobRef]
+    reattach: JobRef | None  # the newest active or succeeded job of this attempt
+    stale: list[JobRef]  # active jobs of earlier attempts: cancel them
+    latest: JobRef | None = None  # the newest job of this attempt, whatever its state (to report a failure)
 
 
 @dataclass(frozen=True)
@@ -88,14 +89,15 @@ def classify(jobs: Iterable[JobRef], stem: str, run_id: str, tries: range,
             (default: ``try_of(job.name, stem)``).
     """
     number = try_number_of or (lambda j: try_of(j.name, stem))
-    reattach, stale = None, []
+    reattach, stale, latest = None, [], None
     for job in sorted((j for j in jobs if number(j) is not None and j.run_id == run_id), key=number):
         if number(job) in tries:
+            latest = job
             if job.status in (ACTIVE, SUCCEEDED):
                 reattach = job  # the newest try wins
         elif job.status == ACTIVE:
             stale.append(job)
-    return Found(reattach, stale)
+    return Found(reattach, stale, latest)
 
 
 def require_output(exists: Callable[[str], bool], uri: str | None, what: str) -> str | None:
