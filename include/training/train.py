@@ -143,7 +143,9 @@ def train_and_evaluate(data_dir: Path, output_dir: Path, params: dict[str, Any] 
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    booster = model.get_booster()
+    # The holdout metrics come from predict_proba, which stops at the best iteration; the bundle must
+    # score exactly the same trees, so the trees after it are cut off before saving.
+    booster = model.get_booster()[: int(model.best_iteration) + 1]
     save_bundle(output_dir / "bundle", booster, spec)
     (output_dir / "baseline").mkdir(exist_ok=True)
     joblib.dump(baseline, output_dir / "baseline" / "model.joblib")

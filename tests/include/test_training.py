@@ -55,6 +55,19 @@ def test_bundle_scores_like_the_trained_model(dataset, tmp_path):
     assert evaluate(hold[LABEL], probs)["auc"] == pytest.approx(out.metrics["xgboost"]["auc"], abs=1e-6)
 
 
+def test_bundle_scores_like_the_metrics_when_early_stopping_cuts_the_trees(tmp_path):
+    from include.training.metrics import evaluate
+
+    dataset = tmp_path / "data"
+    dataset.mkdir()
+    _fixture(n=1500, seed=3).to_parquet(dataset / "part-0.parquet")
+    out = train_and_evaluate(dataset, tmp_path / "model", {"n_estimators": 20, "max_depth": 3, "learning_rate": 0.3})
+    assert out.metrics["xgboost"]["best_iteration"] < 19  # early stopping bites on this data
+    hold = pd.read_parquet(dataset).query("split == 'holdout'")
+    probs = load_bundle(tmp_path / "model" / "bundle").predict(hold)
+    assert evaluate(hold[LABEL], probs)["auc"] == pytest.approx(out.metrics["xgboost"]["auc"], abs=1e-6)
+
+
 def test_bundle_treats_unseen_categories_as_missing(dataset, tmp_path):
     train_and_evaluate(dataset, tmp_path / "model", {"n_estimators": 20})
     row = _fixture(n=5).assign(carrier="ZZ", dest="XXX")
