@@ -8,15 +8,14 @@ policies attached in an account are exactly the ones the tests check.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from include.config import REPO_ROOT
 from include.targets.aws.settings import AwsSettings
+from include.targets.cloud import templates
 
 POLICY_DIR = REPO_ROOT / "infra" / "aws" / "iam"
 POLICIES = ("airflow-role", "emr-job-role", "sagemaker-execution-role", "redshift-copy-role")
-_PLACEHOLDER = re.compile(r"\$\{([A-Z_]+)\}")
 
 
 def render(name: str, aws: AwsSettings, directory: Path = POLICY_DIR) -> dict:
@@ -24,20 +23,12 @@ def render(name: str, aws: AwsSettings, directory: Path = POLICY_DIR) -> dict:
 
     A statement whose ``Sid`` starts with ``IfSet`` is kept only when every placeholder it
     uses has a value (e.g. the DynamoDB log table, granted only when one is configured).
+    The rules are the ones both clouds share (``include.targets.cloud.templates``).
     """
     text = (directory / f"{name}.json").read_text(encoding="utf-8")
     values = aws.placeholders()
-    unknown = sorted(set(_PLACEHOLDER.findall(text)) - set(values))
-    if unknown:
-        raise KeyError(f"{name}.json uses placeholder(s) {unknown} that AwsSettings.placeholders() does not fill.")
-    doc = json.loads(text)
-    kept = []
-    for statement in doc["Statement"]:
-        raw = json.dumps(statement)
-        if statement.get("Sid", "").startswith("IfSet") and not all(values[n] for n in _PLACEHOLDER.findall(raw)):
-            continue
-        kept.append(json.loads(_PLACEHOLDER.sub(lambda m: values[m.group(1)], raw)))
-    return {**doc, "Statement": kept}
+    templates.require_known(text, values, source=f"{name}.json", filler="AwsSettings.placeholders()")
+    return templates.render(json.loads(text), values, entries="Statement", marker="Sid")
 
 
 def main() -> None:
