@@ -16,7 +16,7 @@ from include.config import ConfigError
 from include.targets.cloud.settings import boolean, get, integer, require
 
 SPARK_MODES = ("serverless", "cluster")
-DEFAULT_DATAPROC_RUNTIME = "2.3"
+DEFAULT_DATAPROC_RUNTIME = "3.0"  # Spark 4.0 + Delta 4.0: the pair the jobs are verified on (runtimes.py)
 DOC = "docs/running-on-gcp.md"
 
 _PROJECT = re.compile(r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$")
