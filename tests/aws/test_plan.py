@@ -15,6 +15,7 @@ TRAINING = ["export_training_set", "train_models", "register_model", "promote_ch
 
 def test_aws_plan_prints_every_step_with_operator_and_spec(capsys, monkeypatch):
     monkeypatch.delenv("FLIGHTS_AWS_REGION", raising=False)
+    monkeypatch.delenv("FLIGHTS_WAREHOUSE", raising=False)  # aws's default warehouse: Redshift
     assert plan.main(["--target", "aws"]) == 0
     out = capsys.readouterr().out
     for task in DAILY + ["export_training_set"]:
@@ -26,7 +27,7 @@ def test_aws_plan_prints_every_step_with_operator_and_spec(capsys, monkeypatch):
 
 
 def test_costs_follow_the_price_table():
-    pricing = plan.load_pricing()
+    pricing = plan.load_pricing("aws")
     p, est = pricing["prices"], pricing["estimates"]
     steps = {s.task_id: s for s in plan.aws_plan(AwsSettings.example(), pricing)}
     e = est["ingest_bronze"]
@@ -35,14 +36,14 @@ def test_costs_follow_the_price_table():
     assert steps["ingest_bronze"].cost == pytest.approx(expected)
     assert steps["ingest_bronze"].cost == pytest.approx(8 * 0.1 * 0.052624 + 32 * 0.1 * 0.0057785)
     assert steps["train_models"].cost == pytest.approx(1.408 * 20 / 60)
-    redshift = steps["load_warehouse (analytics.flight_outcomes)"].cost
+    redshift = steps["load_flight_outcomes"].cost
     assert redshift == pytest.approx(8 * 0.375 * 60 / 3600)  # billed for the 60 s minimum, not 30 s
     spot = {s.task_id: s for s in plan.aws_plan(AwsSettings.example(training_spot=True), pricing)}
     assert spot["train_models"].cost == pytest.approx(1.408 * 20 / 60 * (1 - 0.6))
 
 
 def test_total_is_the_sum_of_the_steps(tmp_path):
-    pricing = plan.load_pricing()
+    pricing = plan.load_pricing("aws")
     steps = plan.aws_plan(AwsSettings.example(), pricing)
     text = plan.render(steps, "h", pricing)
     daily = sum(s.cost for s in steps if s.run == "daily")
@@ -50,7 +51,7 @@ def test_total_is_the_sum_of_the_steps(tmp_path):
 
 
 def test_ec2_mode_bills_the_cluster_once(tmp_path):
-    pricing = plan.load_pricing()
+    pricing = plan.load_pricing("aws")
     aws = AwsSettings.example(spark_mode="ec2")
     steps = [s for s in plan.aws_plan(aws, pricing) if s.run == "daily"]
     creates = [s for s in steps if s.operator == "ReattachingEmrCreateJobFlowOperator"]
@@ -71,9 +72,9 @@ def test_local_plan_shows_spark_submit_lines_at_no_cost(capsys):
 
 def test_price_table_must_say_when_and_that_it_is_illustrative(tmp_path):
     data = json.loads(plan.PRICING_FILE.read_text())
-    assert data["as_of"] and "illustrative" in data["note"].lower()
-    del data["as_of"]
+    assert data["aws"]["as_of"] and "illustrative" in data["aws"]["note"].lower()
+    del data["aws"]["as_of"]
     bad = tmp_path / "p.json"
     bad.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="as_of"):
-        plan.load_pricing(bad)
+        plan.load_pricing("aws", bad)
