@@ -8,13 +8,15 @@ order, task groups, trigger rules and pools are the same on ``local``, ``aws``, 
 (a cloud operator that submits, reattaches to, cancels and checks a job) or ``None`` (a Python
 task runs the step through the target's seams: spark-submit on ``local``, a warehouse load):
 
-| step                 | tasks (every target)                                                      |
-|----------------------|---------------------------------------------------------------------------|
-| ``spark``            | ``<step>``: the Spark job                                                  |
-| ``gate``             | group ``<gate>_gate``: ``validate_<gate>`` (the gate's Spark job writes its JSON), ``enforce_<gate>_gate`` (Python: record, pass or fail) |
-| ``score``            | group ``scoring``: ``find_champion`` (Python: publish the champion's bundle; skips the rest without one), ``score_flights``, ``enforce_predictions_gate`` |
-| ``load_warehouse``   | group ``load_warehouse``: ``load_flight_outcomes`` (none_failed), ``load_flight_delay_predictions`` (all_success) |
-| ``train``            | ``train_models``: the training job                                         |
+* ``spark``: ``<step>``, the Spark job.
+* ``gate``: group ``<gate>_gate``: ``validate_<gate>`` (the gate's Spark job writes its JSON
+  summary), then ``enforce_<gate>_gate`` (Python: record it, pass or fail the run).
+* ``score``: group ``scoring``: ``find_champion`` (Python: publish the champion's bundle; skips the
+  rest until a champion exists), ``score_flights`` (the job, with the predictions gate),
+  ``enforce_predictions_gate``.
+* ``load_warehouse``: group ``load_warehouse``: ``load_flight_outcomes`` (none_failed) and
+  ``load_flight_delay_predictions`` (all_success).
+* ``train``: ``train_models``, the training job.
 
 Every Spark job runs in the ``spark`` pool. The arguments of every job are built once, by
 ``include.jobs.job_args``, as Jinja templates rendered from the ``resolve_interval`` /

@@ -25,7 +25,7 @@ import json
 import os
 import tarfile
 import uuid
-from datetime import date, datetime, timezone
+from datetime import date, timezone
 from pathlib import Path
 
 import pytest
@@ -34,6 +34,8 @@ from include.config import settings
 from include.intervals import Interval
 from include.jobs import DEFAULT_RELEASE_REASON, JOBS, RunRef, job_args, result_uri, training_set_uri
 from include.targets.cloud.naming import training_job_name
+from tests.dag_runs import dag as _dag, gate as _gate, parquet as _parquet, run as _run, run_id as _run_id
+from tests.dag_runs import states as _states, tis as _tis, train_small_model
 from tests.aws.conftest import ACCOUNT, REGION
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,32 +48,9 @@ WINDOW = Interval(date(2013, 5, 1), date(2013, 6, 2))
 EMR_TASKS = ["ingest_bronze", "validate_bronze", "build_features", "validate_gold"]
 
 
-def _run_id(day: date) -> str:
-    """The run id ``dag.test`` gives with ``run_after`` = the logical date."""
-    return f"manual__{day.isoformat()}T00:00:00+00:00"
-
-
 def _put(s3, uri: str, body: bytes) -> None:
     bucket, _, key = uri[len("s3://"):].partition("/")
     s3.put_object(Bucket=bucket, Key=key, Body=body)
-
-
-def _parquet(rows: dict) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    buf = io.BytesIO()
-    pq.write_table(pa.table(rows), buf)
-    return buf.getvalue()
-
-
-def _gate(suite: str, table: str, ok: bool) -> bytes:
-    failed = [] if ok else [{"expectation": "expect_column_values_to_be_between", "kwargs": {"column": "distance"},
-                             "reason": "distance_range", "observed": {"unexpected_count": 12}, "exception": None}]
-    summary = {"suite": suite, "table": table, "success": ok, "evaluated": 20, "failed_count": len(failed),
-               "failed": failed, "row_count": 900, "quarantined": 3, "docs_page": f"{LAKE_ROOT}/_docs/{suite}.html",
-               "warnings": []}
-    return json.dumps({"success": ok, "suites": [summary]}).encode()
 
 
 def _seed_day(s3, day: date, *, bronze_ok: bool = True, scored: bool = False) -> None:
@@ -79,14 +58,15 @@ def _seed_day(s3, day: date, *, bronze_ok: bool = True, scored: bool = False) ->
     ref = RunRef.of(Interval(day, day), _run_id(day))
     for ds in ("flights", "weather"):
         _put(s3, f"{LANDING}/{ds}/{ds}_{day:%Y-%m-%d}.csv", b"year,month,day\n2013,6,3\n")
-    _put(s3, result_uri(LAKE_ROOT, "bronze", ref), _gate("bronze/flights", "bronze.flights", bronze_ok))
-    _put(s3, result_uri(LAKE_ROOT, "gold", ref), _gate("gold/flight_features", "gold.flight_features", True))
+    _put(s3, result_uri(LAKE_ROOT, "bronze", ref), _gate(LAKE_ROOT, "bronze/flights", "bronze.flights", bronze_ok))
+    _put(s3, result_uri(LAKE_ROOT, "gold", ref),
+         _gate(LAKE_ROOT, "gold/flight_features", "gold.flight_features", True))
     _put(s3, f"{LAKE_ROOT}/exports/flight_outcomes/{ref.key}/part-0.parquet",
          _parquet({"flight_id": [f"{ref.key}-UA-1"], "flight_date": [day], "dep_delay": [3.0], "arr_delay": [20.0],
                    "is_delayed": [1], "cancelled": [False]}))
     if scored:
         _put(s3, result_uri(LAKE_ROOT, "predictions", ref),
-             _gate("predictions/flight_delay_risk", "predictions.flight_delay_risk", True))
+             _gate(LAKE_ROOT, "predictions/flight_delay_risk", "predictions.flight_delay_risk", True))
         _put(s3, f"{LAKE_ROOT}/exports/predictions/{ref.key}/part-0.parquet", _parquet({"flight_id": ["x"]}))
 
 
@@ -154,27 +134,6 @@ def _patch_redshift(mp, data_api) -> None:
     mp.setattr(RedshiftWarehouse, "status", status)
     mp.setattr(RedshiftDataHook, "execute_query", execute_query)
     mp.setattr(RedshiftDataHook, "check_query_is_finished", lambda self, statement_id: True)
-
-
-def _dag(dag_id: str):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(REPO / "dags"))
-    assert bag.import_errors == {}
-    return bag.dags[dag_id]
-
-
-def _run(dag_id: str, day: date, conf: dict | None = None):
-    when = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return _dag(dag_id).test(logical_date=when, run_after=when, run_conf=conf or {})
-
-
-def _tis(dr) -> dict:
-    return {ti.task_id: ti for ti in dr.get_task_instances()}
-
-
-def _states(dr) -> dict[str, str]:
-    return {t: str(ti.state) for t, ti in _tis(dr).items()}
 
 
 def _jobs(env, key: str) -> dict[str, dict]:
@@ -308,24 +267,12 @@ def test_the_outcomes_load_is_one_data_api_batch_replacing_the_interval(env, fir
 @pytest.fixture(scope="module")
 def trained_model(tmp_path_factory):
     """A model.tar.gz as the SageMaker job writes it: the trainer's real outputs on a small fixture."""
-    from include.features import LABEL
-    from include.training.train import train_and_evaluate
-    from tests.include.test_training import _fixture
-
-    data = tmp_path_factory.mktemp("aws-train") / "data"
-    data.mkdir()
-    import numpy as np
-
-    frame = _fixture()
-    rng = np.random.default_rng(1)  # a label no linear model fits: XGBoost beats the baseline and is promoted
-    frame[LABEL] = (rng.random(len(frame)) < 1 / (1 + np.exp(-3 * (frame["sched_dep_hour"].abs() - 0.7)))).astype(int)
-    frame.to_parquet(data / "part-0.parquet")
-    out = train_and_evaluate(data, data.parent / "model", {"n_estimators": 40})
+    out, data = train_small_model(tmp_path_factory.mktemp("aws-train"))
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tf:
         for path in sorted(p for p in out.output_dir.rglob("*") if p.is_file()):
             tf.add(path, arcname=path.relative_to(out.output_dir).as_posix())
-    return {"tar": buf.getvalue(), "data": (data / "part-0.parquet").read_bytes(), "metrics": out.metrics}
+    return {"tar": buf.getvalue(), "data": data.read_bytes(), "metrics": out.metrics}
 
 
 def _seed_training(env, trained_model, day: date) -> tuple[str, str]:
@@ -370,7 +317,8 @@ def test_training_exports_on_emr_trains_on_sagemaker_and_promotes_in_the_registr
     from include.targets import get_target
 
     champion = get_target().registry.champion()
-    assert champion.version == "1" and champion.metrics["auc"] == pytest.approx(trained_model["metrics"]["xgboost"]["auc"])
+    assert champion.version == "1"
+    assert champion.metrics["auc"] == pytest.approx(trained_model["metrics"]["xgboost"]["auc"])
     decisions = [s for s in _statements() if s.query_string.startswith("INSERT INTO ops.model_decisions")]
     assert any({p["name"]: p["value"] for p in s.query_parameters}.get("promoted") == "true" for s in decisions)
 
@@ -382,7 +330,7 @@ def test_with_a_champion_the_day_is_scored_from_the_bundle_published_on_s3(env, 
     states = _states(dr)
     assert str(dr.state) == "success", states
     assert states["score_flights"] == states["enforce_predictions_gate"] == "success"
-    key, run_id = "20130611_20130611", _run_id(DAY2)
+    key = "20130611_20130611"
     bundle = f"s3://{ARTIFACTS}/artifacts/models/{os.environ['FLIGHTS_AWS_MODEL_PACKAGE_GROUP']}/1/bundle"
     score = _jobs(env, key)[f"flights_daily.score_flights.{key}.try1"]
     args = score["jobDriver"]["sparkSubmit"]["entryPointArguments"]

@@ -17,7 +17,6 @@ first try; that a kill cancels; and that promotion moves the registry's ``champi
 
 from __future__ import annotations
 
-import io
 import json
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -28,6 +27,8 @@ from include.config import settings
 from include.intervals import Interval
 from include.jobs import JOBS, RunRef, job_args, result_uri, training_set_uri
 from include.targets.cloud.naming import short_job_name
+from tests.dag_runs import dag as _dag, gate as _gate, parquet as _parquet, run as _run, run_id as _run_id
+from tests.dag_runs import states as _states, tis as _tis, train_small_model
 from tests.gcp.fakes import FakeDataproc, FakeJobService, FakeModelService, pubsub_server
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,10 +41,6 @@ DAY1, DAY2, BAD_DAY, RETRY_DAY, TRAIN_DAY = (date(2013, 7, 3), date(2013, 7, 11)
                                              date(2013, 7, 13), date(2013, 7, 10))
 WINDOW = Interval(date(2013, 6, 1), date(2013, 7, 2))
 SPARK_TASKS = ["ingest_bronze", "validate_bronze", "build_features", "validate_gold"]
-
-
-def _run_id(day: date) -> str:
-    return f"manual__{day.isoformat()}T00:00:00+00:00"
 
 
 def _key(day: date) -> str:
@@ -59,64 +56,26 @@ def _put(client, uri: str, body: bytes) -> None:
     client.bucket(bucket).blob(key).upload_from_string(body)
 
 
-def _parquet(rows: dict) -> bytes:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    buf = io.BytesIO()
-    pq.write_table(pa.table(rows), buf)
-    return buf.getvalue()
-
-
-def _gate(suite: str, table: str, ok: bool) -> bytes:
-    failed = [] if ok else [{"expectation": "expect_column_values_to_be_between", "kwargs": {"column": "distance"},
-                             "reason": "distance_range", "observed": {"unexpected_count": 12}, "exception": None}]
-    summary = {"suite": suite, "table": table, "success": ok, "evaluated": 20, "failed_count": len(failed),
-               "failed": failed, "row_count": 900, "quarantined": 3, "docs_page": f"{LAKE_ROOT}/_docs/{suite}.html",
-               "warnings": []}
-    return json.dumps({"success": ok, "suites": [summary]}).encode()
-
-
 def _seed_day(client, day: date, *, bronze_ok: bool = True, scored: bool = False) -> None:
     """What the landing delivery and each Dataproc batch of the day would write."""
     ref = RunRef.of(Interval(day, day), _run_id(day))
     for ds in ("flights", "weather"):
         _put(client, f"{LANDING}/{ds}/{ds}_{day:%Y-%m-%d}.csv", b"year,month,day\n2013,7,3\n")
-    _put(client, result_uri(LAKE_ROOT, "bronze", ref), _gate("bronze/flights", "bronze.flights", bronze_ok))
-    _put(client, result_uri(LAKE_ROOT, "gold", ref), _gate("gold/flight_features", "gold.flight_features", True))
+    _put(client, result_uri(LAKE_ROOT, "bronze", ref), _gate(LAKE_ROOT, "bronze/flights", "bronze.flights", bronze_ok))
+    _put(client, result_uri(LAKE_ROOT, "gold", ref),
+         _gate(LAKE_ROOT, "gold/flight_features", "gold.flight_features", True))
     _put(client, f"{LAKE_ROOT}/exports/flight_outcomes/{ref.key}/part-0.parquet",
          _parquet({"flight_id": [f"{ref.key}-UA-1", f"{ref.key}-B6-2"], "flight_date": [day, day],
                    "dep_delay": [3.0, -1.0], "arr_delay": [20.0, -4.0], "is_delayed": [1, 0],
                    "cancelled": [False, False]}))
     if scored:
         _put(client, result_uri(LAKE_ROOT, "predictions", ref),
-             _gate("predictions/flight_delay_risk", "predictions.flight_delay_risk", True))
+             _gate(LAKE_ROOT, "predictions/flight_delay_risk", "predictions.flight_delay_risk", True))
         _put(client, f"{LAKE_ROOT}/exports/predictions/{ref.key}/part-0.parquet", _parquet({
             "flight_id": [f"{ref.key}-UA-1"], "flight_date": [day], "carrier": ["UA"], "flight": [1],
             "origin": ["EWR"], "dest": ["ORD"], "sched_dep_ts": [datetime(day.year, day.month, day.day, 7)],
             "delay_probability": [0.4], "model_name": ["flights-delay-xgboost"], "model_version": ["1"],
             "run_id": [_run_id(day)]}))
-
-
-def _dag(dag_id: str):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(REPO / "dags"))
-    assert bag.import_errors == {}, bag.import_errors
-    return bag.dags[dag_id]
-
-
-def _run(dag_id: str, day: date, conf: dict | None = None):
-    when = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return _dag(dag_id).test(logical_date=when, run_after=when, run_conf=conf or {})
-
-
-def _tis(dr) -> dict:
-    return {ti.task_id: ti for ti in dr.get_task_instances()}
-
-
-def _states(dr) -> dict[str, str]:
-    return {t: str(ti.state) for t, ti in _tis(dr).items()}
 
 
 def _wh(sql: str):
@@ -227,20 +186,8 @@ def test_a_day_runs_its_spark_jobs_as_dataproc_batches_in_order_with_the_local_a
 @pytest.fixture(scope="module")
 def trained_model(tmp_path_factory):
     """The model folder as the Vertex job writes it: the trainer's real outputs on a small fixture."""
-    import numpy as np
-
-    from include.features import LABEL
-    from include.training.train import train_and_evaluate
-    from tests.include.test_training import _fixture
-
-    data = tmp_path_factory.mktemp("gcp-train") / "data"
-    data.mkdir()
-    frame = _fixture()
-    rng = np.random.default_rng(1)  # a label no linear model fits: XGBoost beats the baseline and is promoted
-    frame[LABEL] = (rng.random(len(frame)) < 1 / (1 + np.exp(-3 * (frame["sched_dep_hour"].abs() - 0.7)))).astype(int)
-    frame.to_parquet(data / "part-0.parquet")
-    out = train_and_evaluate(data, data.parent / "model", {"n_estimators": 40})
-    return {"dir": out.output_dir, "data": (data / "part-0.parquet").read_bytes(), "metrics": out.metrics}
+    out, data = train_small_model(tmp_path_factory.mktemp("gcp-train"))
+    return {"dir": out.output_dir, "data": data.read_bytes(), "metrics": out.metrics}
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from types import SimpleNamespace
 
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
-from google.api_core.exceptions import AlreadyExists, NotFound
 from google.cloud import dataproc_v1
 
 from include.targets.cloud.reattach import JobStateError

@@ -193,16 +193,14 @@ class SageMakerModelRegistry:
 
     def publish_bundle(self, version: ModelVersion) -> str:
         """Put the version's unpacked scoring bundle on S3 (once) for Spark jobs; returns its folder URI."""
+        from include.targets.aws.artifact import S3Store
+        from include.targets.cloud.publish import publish_folder
+
         uri = self.bundle_uri(version)
-        bucket, prefix = split_s3(uri + "/")
-        if self.s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "model.json", MaxKeys=1).get("KeyCount"):
+        store = S3Store(self.s3)
+        if store.exists(f"{uri}/model.json"):
             return uri
-        local = self.bundle_dir(version)
-        for path in sorted(p for p in local.rglob("*") if p.is_file() and p.name != "model.json"):
-            self.s3.upload_file(str(path), bucket, prefix + path.relative_to(local).as_posix())
-        self.s3.upload_file(str(local / "model.json"), bucket, prefix + "model.json")  # last: marks it complete
-        log.info("Published %s v%s's bundle to %s", self.group, version.version, uri)
-        return uri
+        return publish_folder(self.bundle_dir(version), uri, store)
 
     def training_window(self, version: str) -> str:
         return (self._describe(version).get("CustomerMetadataProperties") or {}).get("training_window", "")

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from include.config import ConfigError
+from include.targets.cloud.settings import boolean as _bool, get as _get, integer as _int
 from include.targets.aws.releases import DEFAULT_EMR_RELEASE, runtime
 
 # Accounts hosting the SageMaker XGBoost framework images ("sagemaker-xgboost" repository), from the
@@ -33,28 +34,6 @@ SPARK_MODES = ("serverless", "ec2")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _ARN = re.compile(r"^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:\d{12}:[^\s']+$")
 _REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
-
-
-def _get(env, name: str, default: str = "") -> str:
-    return (env.get(name) or "").strip() or default
-
-
-def _int(env, name: str, default: int, minimum: int = 1) -> int:
-    raw = _get(env, name, str(default))
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number; set it to an integer ≥ {minimum}.") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={value} is below {minimum}; set it to an integer ≥ {minimum}.")
-    return value
-
-
-def _bool(env, name: str, default: bool) -> bool:
-    raw = _get(env, name, "true" if default else "false").lower()
-    if raw not in ("true", "false", "1", "0", "yes", "no"):
-        raise ConfigError(f"{name}={raw!r} is not a boolean; use true or false.")
-    return raw in ("true", "1", "yes")
 
 
 @dataclass(frozen=True)
