@@ -25,6 +25,7 @@ from include.config import REPO_ROOT, settings
 from include.jobs import JOBS, RunRef, job_args
 from include.lake import export_uri, table_uri
 from include.source.landing import land
+from include.targets.gcp.dataproc import spark_properties
 from include.targets.gcp.gcs import spark_gcs_conf, spark_gcs_emulator_conf, split_gs
 from include.targets.gcp.settings import GcpSettings
 from include.targets.local import LocalSparkRunner
@@ -49,8 +50,10 @@ def gcs_jars_dir() -> Path:
 
 
 def spark_defaults(endpoint: str, jars: Path, gcp: GcpSettings) -> str:
-    """``spark-defaults.conf``: the gcp target's Spark settings, the connector, and the emulator's endpoint."""
-    conf = {**spark_gcs_conf(gcp), **spark_gcs_emulator_conf(endpoint), "spark.driver.extraClassPath": f"{jars}/*"}
+    """``spark-defaults.conf``: Dataproc's Spark settings (``dataproc.spark_properties``), the connector's, and the
+    emulator's endpoint; the Delta jars are the local ones (Dataproc's come from the artifacts bucket)."""
+    conf = {**spark_properties(gcp), **spark_gcs_conf(gcp), **spark_gcs_emulator_conf(endpoint),
+            "spark.driver.extraClassPath": f"{jars}/*"}
     return "".join(f"{k} {v}\n" for k, v in sorted(conf.items()))
 
 

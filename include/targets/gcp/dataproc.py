@@ -25,6 +25,7 @@ import re
 
 from include.targets.cloud.spec import OperatorSpec, instantiate  # noqa: F401 (re-exported)
 from include.targets.gcp.runtimes import Runtime, runtime
+from include.targets.gcp.gcs import spark_gcs_conf
 from include.targets.gcp.settings import GcpSettings
 
 BATCH_OPERATOR = "include.targets.gcp.operators.ReattachingDataprocBatchOperator"
@@ -50,7 +51,7 @@ def spark_properties(gcp: GcpSettings) -> dict[str, str]:
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.sources.partitionOverwriteMode": "static",
-        "spark.delta.logStore.gs.impl": "io.delta.storage.GCSLogStore",
+        "spark.delta.logStore.gs.impl": spark_gcs_conf()["spark.delta.logStore.gs.impl"],
     }
 
 
