@@ -13,24 +13,19 @@ those rows after the rerun, and keep their Delta log in the bucket.
 
 from __future__ import annotations
 
-import importlib
-import json
-import os
-import time
 from pathlib import Path
 
 import pytest
 
-from include.config import REPO_ROOT, settings
-from include.jobs import JOBS, RunRef, job_args
+from include.config import REPO_ROOT
 from include.lake import export_uri, table_uri
 from include.source.landing import land
 from include.targets.gcp.dataproc import spark_properties
 from include.targets.gcp.gcs import spark_gcs_conf, spark_gcs_emulator_conf, split_gs
 from include.targets.gcp.settings import GcpSettings
-from include.targets.local import LocalSparkRunner
-from tests.aws.test_s3a_data_plane import (DAY, FIRST_RUN, RERUN, TABLES, TASKS, LocalObjects, delta_log,
-                                           summary)
+from tests.lake_data_plane import (DAY, check_delta_log_in_bucket, check_rerun_duplicates_nothing,
+                                   check_same_rows_as_local, connector_jars, delta_log, local_lake_summary,
+                                   run_day_twice)
 from tests.gcp.conftest import PROJECT, emulator_client, ensure_bucket
 
 pytestmark = pytest.mark.slow
@@ -40,13 +35,8 @@ BUCKET = "flights-lake-dataplane"
 
 def gcs_jars_dir() -> Path:
     """The Cloud Storage connector's jar; skips (fails on CI) when ``make gcs-jars`` has not fetched it."""
-    folder = Path(os.environ.get("FLIGHTS_GCS_JARS_DIR", REPO_ROOT / ".cache" / "jars-gcs"))
-    if not any(folder.glob("gcs-connector-*-shaded.jar")):
-        message = f"No gcs-connector shaded jar in {folder}: run `make gcs-jars` (or set FLIGHTS_GCS_JARS_DIR)."
-        if os.environ.get("CI", "").lower() not in ("", "0", "false"):  # CI must not skip it silently
-            pytest.fail(message)
-        pytest.skip(message)
-    return folder
+    return connector_jars("FLIGHTS_GCS_JARS_DIR", REPO_ROOT / ".cache" / "jars-gcs", "gcs-connector-*-shaded.jar",
+                          "gcs-jars")
 
 
 def spark_defaults(endpoint: str, jars: Path, gcp: GcpSettings) -> str:
@@ -92,63 +82,25 @@ def data_plane(fake_gcs_endpoint, tmp_path_factory):
 
     conf_dir = tmp_path_factory.mktemp("spark-conf-gcs")
     (conf_dir / "spark-defaults.conf").write_text(spark_defaults(fake_gcs_endpoint, jars, gcp))
-    runner = LocalSparkRunner(settings())
-    timings: dict[str, float] = {}
-    summaries = {}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SPARK_CONF_DIR", str(conf_dir))
-        for label, run_id in (("first", FIRST_RUN), ("rerun", RERUN)):
-            ref = RunRef.of(DAY, run_id)
-            for task in TASKS:
-                began = time.monotonic()
-                runner.submit(JOBS[task], job_args(task, lake=lake, landing=landing, ref=ref),
-                              name=f"gcs.{task}.{DAY.key}")
-                timings[f"{label}.{task}"] = time.monotonic() - began
-            summaries[run_id] = summary(store, lake)
-    print(f"spark-submit seconds: {json.dumps({k: round(v) for k, v in timings.items()})}")
+    summaries = run_day_twice(conf_dir, store, lake, landing, "gcs")
     return {"store": store, "lake": lake, "landing": landing, "local_landing": local_landing, "summaries": summaries}
 
 
 @pytest.fixture(scope="module")
 def local_lake(data_plane, spark, tmp_path_factory):
-    """The same jobs, same day and arguments, on a local lake (in this process's Spark session)."""
-    lake = tmp_path_factory.mktemp("gcs-local") / "lake"
-    ref = RunRef.of(DAY, FIRST_RUN)
-    for task in TASKS:
-        args = job_args(task, lake=str(lake), landing=str(data_plane["local_landing"]), ref=ref)
-        importlib.import_module(f"spark_jobs.{JOBS[task]}").main(args)
-    return summary(LocalObjects(), str(lake))
+    return local_lake_summary(tmp_path_factory.mktemp("gcs-local") / "lake", data_plane["local_landing"])
 
 
 def test_the_bucket_lake_holds_the_rows_of_a_local_run(data_plane, local_lake):
-    on_gcs = data_plane["summaries"][FIRST_RUN]
-    landed = sum(1 for _ in (data_plane["local_landing"] / "flights" / "flights_2013-01-02.csv").open()) - 1
-    assert len(on_gcs["bronze.flights"]) == landed  # bronze keeps every delivered row, as received
-    assert 0 < len(on_gcs["silver.flights"]) <= landed
-    for table in TABLES:
-        if table == "bronze.landing_files":  # the manifest names each file by its own URI
-            assert [Path(p).name for p in on_gcs[table]] == sorted(Path(p).name for p in local_lake[table])
-            assert all(p.startswith(data_plane["landing"]) for p in on_gcs[table])
-        else:
-            assert on_gcs[table] == local_lake[table], f"{table} differs between the gs:// and the local lake"
+    check_same_rows_as_local(data_plane, local_lake, "gs://")
 
 
 def test_a_rerun_of_the_day_duplicates_no_row(data_plane):
-    first, rerun = data_plane["summaries"][FIRST_RUN], data_plane["summaries"][RERUN]
-    assert rerun == first  # bronze replaced its partition, silver's MERGE matched every flight
-    for table, column in TABLES.items():
-        if column:
-            assert len(set(rerun[table])) == len(rerun[table]), f"{table} holds a {column} twice"
+    check_rerun_duplicates_nothing(data_plane)
 
 
 def test_the_delta_log_sits_in_the_bucket(data_plane):
-    store, lake = data_plane["store"], data_plane["lake"]
-    for table in TABLES:
-        versions = [k.rsplit("/", 1)[1] for k in delta_log(store, table_uri(lake, table))]
-        assert versions[:1] == ["00000000000000000000.json"], f"{table}: no first commit in gs://{BUCKET}"
-        if table in ("bronze.flights", "silver.flights", "gold.flight_features"):  # rewritten by the rerun
-            assert len(versions) >= 2, f"{table}: the rerun committed no new version"
-    assert any(k.endswith(".parquet") for k in store.list(table_uri(lake, "silver.flights")))
+    check_delta_log_in_bucket(data_plane, f"gs://{BUCKET}")
 
 
 def test_a_commit_cannot_be_overwritten(data_plane):
