@@ -55,7 +55,7 @@ class AwsSettings:
     emr_core_instance_count: int = 2
     emr_subnet_id: str = ""
     emr_service_role: str = "EMR_DefaultRole"
-    emr_instance_profile: str = "EMR_EC2_DefaultRole"
+    emr_instance_profile: str = "flights-emr-ec2"
     xgboost_framework_version: str = "1.7-1"
     training_image_uri: str = ""
     training_instance_type: str = "ml.g5.xlarge"
@@ -131,17 +131,50 @@ class AwsSettings:
         return out
 
     def placeholders(self) -> dict[str, str]:
-        """Values substituted into the IAM policy templates under infra/aws/iam/."""
+        """Values substituted into the IAM policy templates under infra/aws/iam/.
+
+        An identifier that is not configured, or a grant the Spark mode does not use, is the empty
+        string, never ``*``: the ``IfSet`` statements using it are then left out of the policy.
+        """
+        ec2 = self.spark_mode == "ec2"
+        serverless = self.spark_mode == "serverless" and bool(self.emr_application_id)
+        workgroup = self.redshift_workgroup if self.redshift_workgroup.startswith("arn:") else ""
         return {
             "REGION": self.region, "ACCOUNT_ID": self.account_id, "LAKE_BUCKET": self.lake_bucket,
-            "ARTIFACTS_BUCKET": self.artifacts_bucket, "EMR_APPLICATION_ID": self.emr_application_id or "*",
+            "LAKE_PREFIX": self.lake_prefix.strip("/"), "ARTIFACTS_PREFIX": self.artifacts_prefix.strip("/"),
+            "ARTIFACTS_BUCKET": self.artifacts_bucket,
+            "EMR_APPLICATION_ID": self.emr_application_id if serverless else "",
             "EMR_JOB_ROLE_ARN": self.emr_job_role_arn, "SAGEMAKER_ROLE_ARN": self.sagemaker_role_arn,
+            "EMR_SERVERLESS_JOB_ROLE_ARN": self.emr_job_role_arn if serverless else "",
+            "EMR_EC2_REGION": self.region if ec2 else "",
+            "EMR_SERVICE_ROLE_ARN": self._role_arn(self.emr_service_role) if ec2 else "",
+            # EMR needs the instance profile and its role to share one name.
+            "EMR_INSTANCE_ROLE_ARN": self._role_arn(self.emr_instance_profile) if ec2 else "",
             "MODEL_PACKAGE_GROUP": self.model_package_group,
-            "REDSHIFT_WORKGROUP": self.redshift_workgroup or "*",
-            "REDSHIFT_CLUSTER_ID": self.redshift_cluster_id or "*",
+            "REDSHIFT_WORKGROUP": self.redshift_workgroup,
+            "REDSHIFT_WORKGROUP_ARN": workgroup,
+            "REDSHIFT_CLUSTER_ID": self.redshift_cluster_id,
+            "WAREHOUSE_REGION": self.region if (self.redshift_workgroup or self.redshift_cluster_id) else "",
             "REDSHIFT_COPY_ROLE_ARN": self.redshift_copy_role_arn or self.emr_job_role_arn,
+            "TRAINING_IMAGE_REPOSITORY_ARN": self._training_repository_arn(),
             "DELTA_LOG_TABLE": self.delta_log_table,
         }
+
+    def _role_arn(self, name_or_arn: str) -> str:
+        name = name_or_arn.split(":instance-profile/")[-1].split("/")[-1]
+        return name_or_arn if ":role/" in name_or_arn else f"arn:aws:iam::{self.account_id}:role/{name}"
+
+    def _training_repository_arn(self) -> str:
+        """The ECR repository of the training image (``""`` when it is not an ECR image or none is known)."""
+        try:
+            image = self.training_image
+        except ConfigError:
+            return ""
+        m = re.fullmatch(r"(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/([^:@]+)(?:[:@].*)?", image)
+        if not m:
+            return ""
+        partition = "aws-cn" if m.group(2).startswith("cn-") else "aws"
+        return f"arn:{partition}:ecr:{m.group(2)}:{m.group(1)}:repository/{m.group(3)}"
 
     def client_kwargs(self) -> dict:
         """Keyword arguments for ``boto3.client`` (region, and an emulator endpoint when set)."""
@@ -231,7 +264,7 @@ def load_aws_settings(env=None) -> AwsSettings:
         emr_core_instance_count=_int(env, "FLIGHTS_AWS_EMR_CORE_INSTANCE_COUNT", 2),
         emr_subnet_id=_get(env, "FLIGHTS_AWS_EMR_SUBNET_ID"),
         emr_service_role=_get(env, "FLIGHTS_AWS_EMR_SERVICE_ROLE", "EMR_DefaultRole"),
-        emr_instance_profile=_get(env, "FLIGHTS_AWS_EMR_INSTANCE_PROFILE", "EMR_EC2_DefaultRole"),
+        emr_instance_profile=_get(env, "FLIGHTS_AWS_EMR_INSTANCE_PROFILE", "flights-emr-ec2"),
         xgboost_framework_version=_get(env, "FLIGHTS_AWS_XGBOOST_FRAMEWORK_VERSION", "1.7-1"),
         training_image_uri=_get(env, "FLIGHTS_AWS_TRAINING_IMAGE_URI"),
         training_instance_type=instance_type,
