@@ -32,7 +32,8 @@ from include import pipeline
 from include.dag_defaults import default_args
 from include.steps import get_steps
 
-DATE_PARAM = {"type": ["null", "string"], "pattern": r"^\d{4}-\d{2}-\d{2}$"}
+# ASCII digits only (\d also matches other scripts' digits); maxLength refuses a trailing newline.
+DATE_PARAM = {"type": ["null", "string"], "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "maxLength": 10}
 
 
 @dag(
@@ -49,7 +50,8 @@ DATE_PARAM = {"type": ["null", "string"], "pattern": r"^\d{4}-\d{2}-\d{2}$"}
         "end_date": Param(None, description="Last flight date of a manual range run (YYYY-MM-DD)", **DATE_PARAM),
         "release_quarantined": Param(False, type="boolean",
                                      description="Release the interval's held quarantine rows into silver"),
-        "release_reason": Param("", type="string", description="Why the rows are released (recorded)"),
+        "release_reason": Param("", type="string", maxLength=500,
+                                description="Why the rows are released (recorded)"),
     },
     doc_md=__doc__,
 )

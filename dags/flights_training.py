@@ -25,7 +25,8 @@ from include import pipeline
 from include.dag_defaults import default_args
 from include.steps import get_steps
 
-DATE_PARAM = {"type": ["null", "string"], "pattern": r"^\d{4}-\d{2}-\d{2}$"}
+# ASCII digits only (\d also matches other scripts' digits); maxLength refuses a trailing newline.
+DATE_PARAM = {"type": ["null", "string"], "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "maxLength": 10}
 
 
 @dag(

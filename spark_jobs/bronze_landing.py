@@ -33,6 +33,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from include.lake import PARTITION_COLUMN, dimension_file, join, table_uri
+from include.quality.release import check_row_ids
 from include.quality.rows import apply_row_rules
 from include.quality.suites import load_suite_dict
 from include.source.contract import CONTRACTS, DIMENSION_COLUMNS, NULL_TOKEN
@@ -273,9 +274,12 @@ def release_held(spark: SparkSession, lake: str, dataset: str, start: date, end:
     uri = table_uri(lake, f"quarantine.{dataset}")
     if not delta_exists(spark, uri):
         return 0
-    cond = f"status = 'held' AND {PARTITION_COLUMN} >= '{start}' AND {PARTITION_COLUMN} <= '{end}'"
+    cond = F.expr(f"status = 'held' AND {PARTITION_COLUMN} >= '{start}' AND {PARTITION_COLUMN} <= '{end}'")
     if row_ids:
-        cond += " AND _row_id IN (" + ",".join(f"'{r}'" for r in row_ids) + ")"
+        try:
+            cond = cond & F.col("_row_id").isin(check_row_ids(row_ids))
+        except ValueError as exc:
+            raise JobInputError(str(exc)) from None
     n = spark.read.format("delta").load(uri).filter(cond).count()
     with_commit_retry(lambda: DeltaTable.forPath(spark, uri).update(condition=cond, set={
         "status": F.lit("released"), "status_changed_at": F.current_timestamp(),

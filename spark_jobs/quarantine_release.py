@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 
+from include.quality.release import row_id_arg
 from spark_jobs.bronze_landing import release_held
 from spark_jobs.session import get_spark, interval_args, run_job
 
@@ -20,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dataset", required=True, choices=["flights", "weather"])
     p.add_argument("--by", required=True)
     p.add_argument("--reason", required=True)
-    p.add_argument("--row-id", action="append", default=None)
+    p.add_argument("--row-id", action="append", default=None, type=row_id_arg)
     a = p.parse_args(argv)
     spark = get_spark(f"quarantine_release_{a.dataset}_{a.start}_{a.end}")
     n = release_held(spark, a.lake, a.dataset, a.start, a.end, a.by, a.reason, a.row_id)

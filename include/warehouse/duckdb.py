@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from contextlib import contextmanager
 from datetime import date
@@ -13,12 +14,26 @@ from include.warehouse import DDL, LOADS, OPS_TABLES
 
 log = logging.getLogger(__name__)
 
+COLUMN = re.compile(r"[a-z_][a-z0-9_]*")  # as include.targets.aws.redshift.insert_statement
+
+
+def check_columns(table: str, columns: list, known: set[str]) -> None:
+    """Refuse a column name that is not a plain lowercase identifier of ``table`` (``known``).
+
+    Raises:
+        ValueError: naming the bad column and the table's columns.
+    """
+    for col in columns:
+        if not (isinstance(col, str) and COLUMN.fullmatch(col) and col in known):
+            raise ValueError(f"{col!r} is not a column of {table}; its columns are {', '.join(sorted(known))}.")
+
 
 class DuckDBWarehouse:
     def __init__(self, path: Path, fetch=Path):
         self.path = Path(path)
         self.fetch = fetch  # the export's URI -> a local folder (the lake's local_dir on a cloud lake)
         self._ready = False
+        self._columns: dict[str, set[str]] = {}
 
     @contextmanager
     def connect(self, read_only: bool = False):
@@ -78,6 +93,12 @@ class DuckDBWarehouse:
         self.ensure_schema()
         cols = list(row)
         with self.connect() as con:
+            if table not in self._columns:
+                schema, name = table.split(".")
+                self._columns[table] = {c for (c,) in con.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+                    [schema, name]).fetchall()}
+            check_columns(table, cols, self._columns[table])
             con.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
                         [row[c] for c in cols])
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from include.warehouse import DDL, LOADS, OPS_TABLES
+from include.warehouse.duckdb import check_columns
 
 
 def _copy_in(cur, sql: str, buf: io.StringIO) -> None:
@@ -27,6 +28,7 @@ class PostgresWarehouse:
         self.conn_id = conn_id
         self.fetch = fetch  # the export's URI -> a local folder (the lake's local_dir on a cloud lake)
         self._ready = False
+        self._columns: dict[str, set[str]] = {}
 
     @contextmanager
     def connect(self):
@@ -87,6 +89,12 @@ class PostgresWarehouse:
         self.ensure_schema()
         cols = list(row)
         with self.connect() as conn, conn.cursor() as cur:
+            if table not in self._columns:
+                schema, name = table.split(".")
+                cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
+                            "AND table_name = %s", (schema, name))
+                self._columns[table] = {c for (c,) in cur.fetchall()}
+            check_columns(table, cols, self._columns[table])
             cur.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('%s' for _ in cols)})",
                         [row[c] for c in cols])
             conn.commit()

@@ -21,7 +21,7 @@ def test_aws_plan_prints_every_step_with_operator_and_spec(capsys, monkeypatch):
     for task in DAILY + ["export_training_set"]:
         assert f"- {task}: ReattachingEmrServerlessStartJobOperator" in out
     assert "- train_models: ReattachingSageMakerTrainingOperator" in out
-    assert out.count(": RedshiftDataOperator") == 2
+    assert out.count(": RedshiftIntervalLoadOperator") == 2
     assert "ml.g5.xlarge" in out and "MaxRuntimeInSeconds" in out and "COPY stage_flight_outcomes" in out
     assert "placeholder settings" in out and "as of 2026-11-23" in out
 

@@ -131,3 +131,89 @@ def test_redshift_ddl_folds_added_columns_and_widens_text():
     assert not [s for s in ddl if "ADD COLUMN IF NOT EXISTS" in s or " TEXT" in s]  # neither exists on Redshift
     [gates] = [s for s in ddl if "ops.quality_gates (" in s]
     assert "quarantined BIGINT, docs_page VARCHAR(65535), warnings VARCHAR(65535))" in gates
+
+
+# --- the rendered interval is checked where the batch runs -------------------------------------
+
+INTERVAL_TASK = "resolve_interval"
+PAYLOADS = {
+    "quote": {"start": "2013-01-01' OR 1=1 --", "end": "2013-01-01", "key": "20130101_20130101"},
+    "whole_table": {"start": "1900-01-01", "end": "2100-12-31", "key": "19000101_21001231"},
+    "end_before_start": {"start": "2013-01-05", "end": "2013-01-01", "key": "20130105_20130101"},
+    "key_mismatch": {"start": "2013-01-01", "end": "2013-01-02", "key": "20130101_20130101"},
+    "key_quote": {"start": "2013-01-01", "end": "2013-01-01", "key": "20130101_20130101' --"},
+    "not_iso": {"start": "20130101", "end": "2013-01-01", "key": "20130101_20130101"},
+}
+
+
+class _XComTI:
+    """A task instance whose ``resolve_interval`` XCom is ``payload`` (what the REST API could have written)."""
+
+    def __init__(self, payload: dict):
+        self.payload = payload
+
+    def xcom_pull(self, task_ids: str, key: str | None = None):
+        assert task_ids == INTERVAL_TASK
+        return self.payload
+
+
+def _rendered_load(payload: dict, monkeypatch):
+    """The daily DAG's outcomes load operator, rendered from ``payload``; Data API calls land in the list."""
+    from airflow.providers.amazon.aws.hooks.redshift_data import QueryExecutionOutput, RedshiftDataHook
+    from airflow.providers.amazon.aws.operators.redshift_data import RedshiftDataOperator
+
+    from include.jobs import RunRef
+    from include.lake import export_uri
+    from include.targets.aws.steps import AwsSteps
+
+    sent: list[dict] = []
+
+    def execute_query(self, *, sql, **kwargs):
+        sent.append({"sql": list(sql), **kwargs})
+        return QueryExecutionOutput(statement_id="s-1", session_id=None)
+
+    monkeypatch.setattr(RedshiftDataHook, "execute_query", execute_query)
+    monkeypatch.setattr(RedshiftDataHook, "check_query_is_finished", lambda self, statement_id: True)
+    monkeypatch.setattr(RedshiftDataOperator, "get_sql_results", lambda self, statement_id, return_sql_result: [])
+    aws = AwsSettings.example()
+    ref = RunRef.template(INTERVAL_TASK)
+    spec = AwsSteps(aws, code={}).load_job(task_id="load_flight_outcomes", table=TABLE,
+                                            source=export_uri(aws.lake_root, "flight_outcomes", ref.key),
+                                            start=ref.start, end=ref.end)
+    op = instantiate(spec)
+    context = {"ti": _XComTI(payload), "run_id": "manual__2013-01-01", "params": {}}
+    op.render_template_fields(context)
+    return op, context, sent
+
+
+@pytest.mark.parametrize("name", sorted(PAYLOADS))
+def test_a_crafted_interval_xcom_never_reaches_the_data_api(name, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    op, context, sent = _rendered_load(PAYLOADS[name], monkeypatch)
+    with pytest.raises(AirflowFailException, match="Refusing to run the Redshift load"):
+        op.execute(context)
+    assert sent == []  # refused before any statement was sent
+
+
+def test_a_valid_interval_xcom_runs_the_statements_of_its_dates(monkeypatch):
+    op, context, sent = _rendered_load({"start": "2013-01-01", "end": "2013-01-02", "key": "20130101_20130102"},
+                                       monkeypatch)
+    op.execute(context)
+    [batch] = sent
+    assert batch["sql"] == redshift.load_statements(TABLE, PREFIX, ROLE, D1, D2, explicit_transaction=False)
+
+
+@pytest.mark.parametrize("name", sorted(PAYLOADS))
+def test_a_crafted_interval_is_refused_by_the_python_load(name):
+    from include.intervals import IntervalError
+    from include.targets.aws.redshift import RedshiftWarehouse
+
+    class NoClient:
+        def __getattr__(self, call):
+            raise AssertionError(f"{call} reached the Data API")
+
+    p = PAYLOADS[name]
+    prefix = f"s3://flights-lake-example/lake/exports/flight_outcomes/{p['key']}/"
+    with pytest.raises(IntervalError):
+        RedshiftWarehouse(AwsSettings.example(), NoClient()).load_interval(TABLE, prefix, p["start"], p["end"])

@@ -114,3 +114,43 @@ def test_plugin_registers_listener_and_link():
     plugin = flights_ops.FlightsOpsPlugin
     assert any(isinstance(x, flights_ops.OpsListener) for x in plugin.listeners)
     assert [link.name for link in plugin.global_operator_extra_links] == ["MLflow run", "Data Docs"]
+
+
+def _trigger(dag, conf: dict) -> dict:
+    """The params of a run triggered with ``conf``, validated by Airflow's own param validation."""
+    import copy
+
+    params = copy.deepcopy(dag.params)
+    params.update(conf)  # each value is resolved against its Param's schema
+    return params.validate()
+
+
+DATE_PARAMS = {"flights_daily": ("start_date", "end_date"), "flights_training": ("train_start", "train_end")}
+
+
+@pytest.mark.parametrize("dag_id", sorted(DATE_PARAMS))
+def test_date_params_accept_only_ascii_iso_dates(dagbag, dag_id):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    dag = dagbag.dags[dag_id]
+    first, last = DATE_PARAMS[dag_id]
+    assert _trigger(dag, {first: "2013-01-01", last: "2013-01-31"})[first] == "2013-01-01"
+    assert _trigger(dag, {})[first] is None  # no range: the run's data interval
+    accepted = []
+    for bad in ("２０１３-01-01", "2013-01-0١", "2013-01-01\n", "2013-01-01' OR 1=1 --", "20130101"):
+        try:
+            _trigger(dag, {first: bad, last: "2013-01-31"})
+            accepted.append(bad)
+        except ParamValidationError as exc:
+            assert first in str(exc)
+    assert accepted == []  # non-ASCII digits, a trailing newline, SQL or a compact date are not YYYY-MM-DD
+
+
+def test_release_reason_has_a_length_limit(dagbag):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    dag = dagbag.dags["flights_daily"]
+    assert _trigger(dag, {"release_reason": "carrier XX added to the reference list"})["release_reason"]
+    assert _trigger(dag, {"release_reason": "r" * 500})["release_reason"] == "r" * 500
+    with pytest.raises(ParamValidationError, match="release_reason"):
+        _trigger(dag, {"release_reason": "r" * 501})

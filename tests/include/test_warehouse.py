@@ -1,5 +1,6 @@
 """The warehouse loader, against a DuckDB file and a real PostgreSQL server."""
 
+import uuid
 from datetime import date, datetime
 
 import pyarrow as pa
@@ -95,3 +96,23 @@ def test_ops_records(warehouse):
     assert rows == [(2, "failed")]
     with pytest.raises(KeyError):
         warehouse.record("analytics.flight_outcomes", {})
+
+
+INJECTIONS = [
+    "task_id) SELECT ?, ? --",  # DuckDB's placeholders: the statement would insert with no error
+    "task_id) SELECT %s, %s --",  # PostgreSQL's
+    "state) VALUES ('x', 'y'); DROP TABLE ops.task_runs; --",
+    "State",
+    "no_such_column",
+]
+
+
+@pytest.mark.parametrize("column", INJECTIONS)
+def test_ops_records_refuse_a_column_that_is_not_one_of_the_table(warehouse, column):
+    dag_id = f"d-{uuid.uuid4().hex}"  # the PostgreSQL server's ops tables outlive a test
+    with pytest.raises(ValueError, match=r"column of ops\.task_runs") as exc:
+        warehouse.record("ops.task_runs", {"dag_id": dag_id, column: "x"})
+    assert repr(column) in str(exc.value)  # the message names the bad column
+    assert warehouse.query("SELECT count(*) FROM ops.task_runs WHERE dag_id = ?", [dag_id])[1] == [(0,)]
+    warehouse.record("ops.task_runs", {"dag_id": dag_id, "state": "success"})  # the table is still there
+    assert warehouse.query("SELECT state FROM ops.task_runs WHERE dag_id = ?", [dag_id])[1] == [("success",)]

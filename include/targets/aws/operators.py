@@ -12,6 +12,9 @@ look for a job of the same DAG, task, interval and run from the current attempt 
 They also check the final state after a deferred wait, so a success event for a job
 that did not succeed fails the task (apache/airflow 69042).
 
+``RedshiftIntervalLoadOperator`` checks a warehouse load's rendered interval before its
+batch reaches the Redshift Data API.
+
 This module imports the Amazon provider; DAG files reach it only through
 ``include.targets.aws.emr`` / ``sagemaker`` builders, which import it lazily.
 """
@@ -23,11 +26,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airflow.providers.amazon.aws.operators.emr import EmrServerlessStartJobOperator
+from airflow.providers.amazon.aws.operators.redshift_data import RedshiftDataOperator
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.providers.amazon.aws.operators.sagemaker import SageMakerTrainingOperator
 from airflow.providers.amazon.aws.triggers.emr import EmrServerlessStartJobTrigger
 from airflow.providers.amazon.aws.triggers.sagemaker import SageMakerTrigger
 
+from include.targets.aws.redshift import check_load, load_statements
 from include.targets.cloud.naming import attempt_tries, training_job_name, try_of
 from include.targets.cloud.reattach import (ACTIVE, FAILED, SUCCEEDED, JobRef, JobStateError, classify, identity,
                                             require_output)
@@ -310,3 +315,31 @@ class ReattachingSageMakerTrainingOperator(SageMakerTrainingOperator):
         if name:
             self.log.info("Stopping SageMaker training job %s", name)
             self.hook.conn.stop_training_job(TrainingJobName=name)
+
+
+class RedshiftIntervalLoadOperator(RedshiftDataOperator):
+    """One interval's Redshift load, whose dates are checked after rendering.
+
+    The dates and the export folder are rendered from the interval XCom, which the REST API
+    can overwrite. ``execute`` refuses values that are not ISO dates, a reversed or too long
+    range, or a folder of another interval (``include.targets.aws.redshift.check_load``), and
+    sends the statements built from the checked dates, never the rendered ``sql`` text.
+    """
+
+    template_fields = (*RedshiftDataOperator.template_fields, "load")
+
+    def __init__(self, *, load: dict[str, str], **kwargs):
+        super().__init__(**kwargs)
+        self.load = load  # table, s3_prefix, iam_role_arn, start, end (templates until rendered)
+
+    def execute(self, context):
+        load = self.load
+        try:
+            interval = check_load(load["s3_prefix"], load["start"], load["end"])
+            self.sql = load_statements(load["table"], load["s3_prefix"], load["iam_role_arn"], interval.start,
+                                       interval.end, explicit_transaction=False)
+        except ValueError as exc:
+            raise AirflowFailException(
+                f"Refusing to run the Redshift load of {load['table']}: {exc} Its dates come from the run's "
+                "interval XCom; clear the run's interval task so the interval is resolved again.") from exc
+        return super().execute(context)

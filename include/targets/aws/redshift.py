@@ -8,6 +8,12 @@ never uses ``S3ToRedshiftOperator(method="REPLACE")``, which empties the whole t
 The Redshift Data API runs a batch of statements as one transaction already, so the
 operator's batch carries no BEGIN/COMMIT; a plain SQL session (``RedshiftSQLHook``,
 psql) gets the explicit ``BEGIN; DELETE; INSERT; COMMIT;``.
+
+The DAG's dates are rendered from the ``resolve_interval`` XCom, which Airflow's REST API
+can overwrite, and ``BatchExecuteStatement`` takes no parameters. So the load's operator
+(``include.targets.aws.operators.RedshiftIntervalLoadOperator``) checks the rendered interval
+(``check_load``: ISO dates, start <= end, at most ``MAX_RANGE_DAYS``, the export folder named
+after them) and builds the batch from the checked dates before anything is sent.
 """
 
 from __future__ import annotations
@@ -18,11 +24,13 @@ import time
 from datetime import date
 from typing import Any
 
+from include.intervals import Interval, IntervalError
 from include.targets.cloud.spec import OperatorSpec
 from include.targets.aws.settings import AwsSettings
 from include.warehouse import DDL, LOADS, OPS_TABLES
 
-REDSHIFT_DATA_OPERATOR = "airflow.providers.amazon.aws.operators.redshift_data.RedshiftDataOperator"
+REDSHIFT_DATA_OPERATOR = "include.targets.aws.operators.RedshiftIntervalLoadOperator"
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _S3_PREFIX = re.compile(r"^s3://[a-z0-9][a-z0-9.-]+/[A-Za-z0-9_./=-]*$")
 _TEMPLATE = re.compile(r"\{\{[^{}]*\}\}")
 _ROLE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[A-Za-z0-9+=,.@_/-]+$")
@@ -33,9 +41,39 @@ def _day(value) -> str:
     if isinstance(value, date):
         return value.isoformat()
     text = str(value).strip()
-    if text.startswith("{{") and text.endswith("}}"):
+    if _TEMPLATE.fullmatch(text):
         return text
-    return date.fromisoformat(text).isoformat()
+    if not _ISO_DAY.fullmatch(text):
+        raise IntervalError(f"{value!r} is not a date; the load takes dates of the form YYYY-MM-DD.")
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise IntervalError(f"{value!r} is not a date; the load takes dates of the form YYYY-MM-DD.") from None
+
+
+def check_load(s3_prefix: str, start, end) -> Interval:
+    """The interval of a load whose values are final (rendered), refused unless it is safe to run.
+
+    Args:
+        s3_prefix: the export folder, ``s3://bucket/…/<interval key>/``.
+        start, end: the interval's first and last day (dates or YYYY-MM-DD).
+
+    Returns:
+        The checked interval: start <= end, at most ``MAX_RANGE_DAYS`` long, named by the folder.
+
+    Raises:
+        IntervalError: a value that is not a date, a reversed or too long range, or a folder
+            that is not the export of exactly these dates.
+    """
+    interval = Interval(date.fromisoformat(_day(start)), date.fromisoformat(_day(end)))
+    prefix = str(s3_prefix)
+    if not _S3_PREFIX.fullmatch(prefix):
+        raise IntervalError(f"{prefix!r} is not an s3://bucket/prefix/ URI (quotes and spaces are refused).")
+    key = prefix.rstrip("/").rsplit("/", 1)[-1]
+    if key != interval.key:
+        raise IntervalError(f"The export folder {prefix} is not the one of {interval} (expected a folder named "
+                            f"{interval.key}); the interval's dates and key must come from the same interval.")
+    return interval
 
 
 def stage_name(table: str) -> str:
@@ -50,7 +88,7 @@ def load_statements(table: str, s3_prefix: str, iam_role_arn: str, start, end, *
         table: one of ``include.warehouse.LOADS``.
         s3_prefix: the interval's export folder, ``s3://bucket/…/<interval>/``.
         iam_role_arn: the role Redshift assumes to read the export.
-        start, end: dates (or Jinja strings rendering them).
+        start, end: dates (or Jinja strings rendering them; ``check_load`` checks what they render).
         explicit_transaction: add BEGIN/COMMIT (a SQL session); False for the Data API batch.
     """
     if table not in LOADS:
@@ -60,6 +98,8 @@ def load_statements(table: str, s3_prefix: str, iam_role_arn: str, start, end, *
     if not _ROLE.match(iam_role_arn):
         raise ValueError(f"{iam_role_arn!r} is not an IAM role ARN; set FLIGHTS_AWS_REDSHIFT_COPY_ROLE_ARN.")
     start, end = _day(start), _day(end)
+    if not (_TEMPLATE.fullmatch(start) or _TEMPLATE.fullmatch(end)):
+        Interval(date.fromisoformat(start), date.fromisoformat(end))  # ordered, at most MAX_RANGE_DAYS
     cols = ", ".join(LOADS[table])
     stage = stage_name(table)
     where = f"flight_date BETWEEN '{start}' AND '{end}'"
@@ -78,13 +118,19 @@ def load_statements(table: str, s3_prefix: str, iam_role_arn: str, start, end, *
 
 def load_job(aws: AwsSettings, *, task_id: str, table: str, s3_prefix: str, start, end,
              **operator_kwargs) -> OperatorSpec:
-    """``RedshiftDataOperator`` running the load as one Data API batch (one transaction), deferrable."""
+    """``RedshiftIntervalLoadOperator`` (a ``RedshiftDataOperator``) running the load as one Data API batch
+    (one transaction), deferrable.
+
+    The operator checks the rendered ``load`` values (``check_load``) and runs the statements
+    built from them; ``sql`` shows the same statements, as templates, in the plan and the UI.
+    """
     role = aws.redshift_copy_role_arn
     if not role:
         raise ValueError("The Redshift load needs FLIGHTS_AWS_REDSHIFT_COPY_ROLE_ARN (the role COPY assumes).")
     kwargs = {
         "task_id": task_id,
         "sql": load_statements(table, s3_prefix, role, start, end, explicit_transaction=False),
+        "load": {"table": table, "s3_prefix": s3_prefix, "iam_role_arn": role, "start": start, "end": end},
         "statement_name": f"load-{table}",
         "deferrable": True,
         "wait_for_completion": True,
@@ -223,6 +269,8 @@ class RedshiftWarehouse:
             raise ValueError(f"Redshift loads from S3: {s3_prefix} is not an s3:// export folder.")
         if not self.aws.redshift_copy_role_arn:
             raise WarehouseError("The Redshift load needs FLIGHTS_AWS_REDSHIFT_COPY_ROLE_ARN (the role COPY assumes).")
+        interval = check_load(str(s3_prefix), start, end)
+        start, end = interval.start, interval.end
         sqls = load_statements(table, str(s3_prefix), self.aws.redshift_copy_role_arn, start, end,
                                explicit_transaction=False)
         self.ensure_schema()
