@@ -3,7 +3,9 @@
 Every alert goes to the alert file and the log; Slack (webhook connection), e-mail
 (SMTP connection), SNS and Pub/Sub are added with ``FLIGHTS_ALERT_CHANNELS`` (delivery:
 ``include.notify``). A channel that fails to deliver is logged and never fails the pipeline
-in its place.
+in its place. On those four, repeats of one cause are delivered once per dedupe window and a
+burst of alerts becomes one ``alert_storm`` summary (``include.alert_policy``); the alert file
+keeps every alert.
 
 DAG files import this module at parse time: provider hooks are imported inside the
 channel methods, never at the top.
@@ -28,7 +30,7 @@ INTERVAL_TASKS = ("resolve_interval", "resolve_window")
 
 @dataclass
 class Alert:
-    kind: str  # task_failed | quality_gate_failed | model_rejected | model_rollback
+    kind: str  # task_failed | quality_gate_failed | model_rejected | model_rollback | alert_storm
     title: str
     reason: str
     dag_id: str = ""
@@ -41,7 +43,9 @@ class Alert:
 
     def text(self) -> str:
         """The plain-text message every channel delivers: title, DAG, task, run, interval, reason, log."""
-        lines = [f"[flights] {self.title}", f"DAG {self.dag_id} / task {self.task_id} / run {self.run_id}"]
+        lines = [f"[flights] {self.title}"]
+        if self.dag_id or self.task_id or self.run_id:  # a storm summary names no single task
+            lines.append(f"DAG {self.dag_id} / task {self.task_id} / run {self.run_id}")
         if self.interval:
             lines.append(f"Interval: {self.interval}")
         lines.append(f"Reason: {self.reason}")
@@ -51,10 +55,13 @@ class Alert:
 
 
 def send_alert(alert: Alert) -> None:
-    """Deliver an alert through the current target's notifier."""
+    """Deliver an alert through the current target's notifier (its dedupe state in the target's warehouse)."""
     from include.targets import get_target
 
-    get_target().notifier.send(alert)
+    target = get_target()
+    if isinstance(target.notifier, ChannelNotifier) and target.notifier.warehouse is None:
+        target.notifier.warehouse = target.warehouse
+    target.notifier.send(alert)
 
 
 def interval_of(context: dict) -> str:

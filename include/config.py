@@ -50,6 +50,11 @@ class Settings:
     model_name: str = "flights_delay_xgboost"
     experiment_name: str = "flights_delay"
     extra: dict = field(default_factory=dict)
+    # Noisy alert channels (all but ``file``): a storm summary past this many alerts in the window,
+    # and one delivery per cause per dedupe window (include.alert_policy).
+    alert_burst_count: int = 5
+    alert_burst_window_min: int = 10
+    alert_dedupe_window_min: int = 60
 
     @property
     def lake_root(self) -> Path:
@@ -70,6 +75,18 @@ class Settings:
     @property
     def mlflow_artifact_root(self) -> Path:
         return self.home / "mlflow" / "artifacts"
+
+
+def _int_env(name: str, default: int, minimum: int, meaning: str) -> int:
+    text = _env(name, str(default))
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise ConfigError(f"{name}={text!r} is not a whole number >= {minimum}; set it to {meaning} "
+                          f"(default {default}), or unset it.")
+    return value
 
 
 def load_settings() -> Settings:
@@ -104,6 +121,13 @@ def load_settings() -> Settings:
         spark_driver_memory=_env("FLIGHTS_SPARK_DRIVER_MEMORY", "2g"),
         jars_dir=Path(_env("FLIGHTS_JARS_DIR", str(REPO_ROOT / ".cache" / "jars"))),
         mlflow_tracking_uri=_env("FLIGHTS_MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_db}"),
+        alert_burst_count=_int_env("FLIGHTS_ALERT_BURST_COUNT", 5, 1,
+                                   "the number of alerts in the burst window above which one storm summary is sent"),
+        alert_burst_window_min=_int_env("FLIGHTS_ALERT_BURST_WINDOW_MIN", 10, 1,
+                                        "the burst window in minutes"),
+        alert_dedupe_window_min=_int_env("FLIGHTS_ALERT_DEDUPE_WINDOW_MIN", 60, 0,
+                                         "the minutes during which repeats of one cause are not delivered "
+                                         "again (0 delivers every repeat)"),
     )
 
 

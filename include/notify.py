@@ -4,6 +4,10 @@
 their cloud's package (``include.targets.aws.sns``, ``include.targets.gcp.pubsub``), each reading
 its own settings. This module imports neither ``include.alerts`` nor ``include.targets``, so the
 targets can build their notifier without an import cycle.
+
+The file channel receives every alert (the audit log). The others are the noisy channels: what
+reaches them is decided by ``include.alert_policy`` (one delivery per cause per dedupe window,
+one summary per alert storm), from the warehouse's ``ops.alerts``.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import importlib
 import json
 import logging
 import socket
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from typing import Any
 
+from include.alert_policy import STORM_KIND, AlertPolicy
 from include.config import Settings
 
 log = logging.getLogger(__name__)
@@ -36,21 +42,51 @@ def default_sender() -> str:
 
 
 class ChannelNotifier:
-    """Delivers an Alert to every configured channel."""
+    """Delivers an Alert to every configured channel: all of them to the file, the rest through the policy.
 
-    def __init__(self, cfg: Settings):
+    Args:
+        cfg: the settings (channels, thresholds).
+        warehouse: where ``ops.alerts`` lives (a ``Warehouse``); the current target's when None.
+        policy: the ``AlertPolicy`` to use (tests pass one with their own clock); built on first use otherwise.
+    """
+
+    def __init__(self, cfg: Settings, *, warehouse: Any = None, policy: AlertPolicy | None = None):
         self.cfg = cfg
+        self.warehouse = warehouse
+        self._policy = policy
+
+    @property
+    def policy(self) -> AlertPolicy:
+        if self._policy is None:
+            self._policy = AlertPolicy(self.cfg, lambda: self.warehouse)
+        return self._policy
 
     def send(self, alert) -> None:
         log.warning("ALERT %s: %s", alert.kind, alert.text())
-        for channel in self.cfg.alert_channels:
-            try:
-                if channel in CLOUD_CHANNELS:
-                    importlib.import_module(CLOUD_CHANNELS[channel]).send(alert)
-                else:
-                    getattr(self, f"_send_{channel}")(alert)
-            except Exception:  # one broken channel must not hide the alert from the others
-                log.exception("Alert channel %s failed to deliver %s", channel, alert.kind)
+        noisy = [c for c in self.cfg.alert_channels if c != "file"]
+        decision = self.policy.decide(alert) if noisy else None
+        if "file" in self.cfg.alert_channels:
+            filed = alert if decision is None else replace(
+                alert, details={**(alert.details or {}), "alert_policy": decision.as_details()})
+            self._deliver("file", filed)
+            for extra in decision.deliver if decision else ():
+                if extra.kind == STORM_KIND:  # a storm summary is an alert of its own
+                    self._deliver("file", extra)
+        if decision is not None and decision.suppressed_by:
+            log.info("Alert %s held on %s (%s): %s.", alert.kind, ", ".join(noisy), decision.suppressed_by,
+                     decision.why)
+        for message in decision.deliver if decision else ():
+            for channel in noisy:
+                self._deliver(channel, message)
+
+    def _deliver(self, channel: str, alert) -> None:
+        try:
+            if channel in CLOUD_CHANNELS:
+                importlib.import_module(CLOUD_CHANNELS[channel]).send(alert)
+            else:
+                getattr(self, f"_send_{channel}")(alert)
+        except Exception:  # one broken channel must not hide the alert from the others
+            log.exception("Alert channel %s failed to deliver %s", channel, alert.kind)
 
     def _send_file(self, alert) -> None:
         path = self.cfg.alerts_file

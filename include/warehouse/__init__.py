@@ -3,7 +3,7 @@
 ``analytics.flight_delay_predictions`` holds one row per flight and scoring interval's
 model, ``analytics.flight_outcomes`` the actual outcomes once known, and the view
 ``analytics.prediction_outcomes`` joins them. ``ops`` records pipeline health: DAG and
-task runs, quality gates and model decisions. Loads replace exactly an interval inside
+task runs, quality gates, model decisions and alerts. Loads replace exactly an interval inside
 one transaction, so reruns never duplicate a row and readers never see half a day.
 """
 
@@ -68,9 +68,16 @@ DDL = [
         promoted BOOLEAN, reason TEXT, challenger_auc DOUBLE PRECISION, champion_auc DOUBLE PRECISION,
         baseline_auc DOUBLE PRECISION, run_id VARCHAR(250),
         recorded_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)""",
+    # One row per alert raised, and whether the noisy channels delivered it (include.alert_policy).
+    # ``run_interval`` and ``raised_at``: INTERVAL and AT are reserved words in BigQuery.
+    """CREATE TABLE IF NOT EXISTS ops.alerts (
+        fingerprint VARCHAR(64), kind VARCHAR(64), dag_id VARCHAR(250), task_id VARCHAR(250),
+        run_id VARCHAR(250), run_interval VARCHAR(250), reason TEXT, delivered BOOLEAN,
+        suppressed_by VARCHAR(32), raised_at TIMESTAMP,
+        recorded_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)""",
 ]
 
-OPS_TABLES = ("ops.dag_runs", "ops.task_runs", "ops.quality_gates", "ops.model_decisions")
+OPS_TABLES = ("ops.dag_runs", "ops.task_runs", "ops.quality_gates", "ops.model_decisions", "ops.alerts")
 
 
 def make_warehouse(cfg: Settings, lake=None):

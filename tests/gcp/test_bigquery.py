@@ -272,7 +272,7 @@ def test_ensure_schema_twice_creates_partitioned_tables_and_the_view(warehouse, 
     assert [j.split(" `")[0] for j in jobs] == ["CREATE OR REPLACE VIEW"]
     assert _tables(warehouse) == sorted(["analytics_flight_delay_predictions", "analytics_flight_outcomes",
                                          "analytics_prediction_outcomes", "ops_dag_runs", "ops_task_runs",
-                                         "ops_quality_gates", "ops_model_decisions"])
+                                         "ops_quality_gates", "ops_model_decisions", "ops_alerts"])
     table = warehouse.client.get_table(warehouse.table_id(PREDICTIONS))
     assert (table.time_partitioning.type_, table.time_partitioning.field) == ("DAY", "flight_date")
     assert table.clustering_fields == ["carrier", "flight_id"]
