@@ -7,16 +7,19 @@ Each day's New York flights, from the landing zone to the warehouse:
 2. **ingest_bronze** – Spark: landing CSVs → `bronze.flights`, `bronze.weather` (+ dimension snapshots);
    rejected files are recorded in `bronze.landing_files`, rows breaking a row-level expectation go to
    `quarantine.flights` / `quarantine.weather` with their reasons;
-3. **validate_bronze** – Great Expectations gate on the kept rows, file checks, daily volume and quarantined
-   share; a failure stops the run and alerts with the Data Docs page;
+3. **validate_bronze** → **enforce_bronze_gate** – the Great Expectations gate job on the kept rows, file
+   checks, daily volume and quarantined share; enforcing it records the result and, on a failure, stops
+   the run and alerts with the Data Docs page;
 4. **build_features** – Spark: bronze → `silver.*` (typed, deduplicated, MERGE) → `gold.flight_features`;
-5. **validate_gold** – Great Expectations gate on gold;
-6. **score_flights** – Spark: the registry's `champion` scores gold into `predictions.flight_delay_risk`,
-   then the predictions gate (skipped, with a log line, until a champion exists);
-7. **load_warehouse** – replaces the interval in `analytics.flight_delay_predictions` / `analytics.flight_outcomes`.
+5. **validate_gold** → **enforce_gold_gate** – the gate on gold;
+6. **find_champion** → **score_flights** → **enforce_predictions_gate** – the registry's `champion` scores
+   gold into `predictions.flight_delay_risk`, behind the predictions gate (skipped, with a log line, until
+   a champion exists);
+7. **load_flight_outcomes**, **load_flight_delay_predictions** – each replaces the interval in its
+   `analytics` table.
 
-Where each step runs comes from `FLIGHTS_TARGET`: spark-submit and DuckDB/PostgreSQL on `local`;
-EMR Serverless, a Python gate check after each gate job, and Redshift on `aws`.
+The task graph is the same on every target; `FLIGHTS_TARGET` picks where each step runs: spark-submit and
+DuckDB/PostgreSQL on `local`; EMR and Redshift on `aws`; Dataproc and BigQuery on `gcp`.
 
 A scheduled run covers its data interval (one day). A manual run may cover a range through the
 `start_date` / `end_date` params; rerunning any interval rewrites exactly its partitions.

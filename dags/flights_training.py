@@ -12,7 +12,8 @@ Trains the delay-risk model on gold features and promotes it only when it is bet
    champion on the same holdout, scored now; a rejected challenger alerts.
 
 Where the export and the training run comes from `FLIGHTS_TARGET`: spark-submit and in-process
-training on `local`; EMR Serverless and a SageMaker training job (GPU) on `aws`.
+training on `local`; EMR and a SageMaker training job (GPU) on `aws`; Dataproc and a Vertex AI custom
+job (GPU) on `gcp`. The task graph is the same on every target.
 """
 
 from __future__ import annotations
