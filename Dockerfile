@@ -8,9 +8,10 @@ RUN apt-get update \
 ENV JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64
 
 USER airflow
+# The runtime lock only (test tools live in requirements-dev.txt), every distribution checked against its hash.
 COPY --chown=airflow:root requirements.txt /opt/flights/requirements.txt
 RUN pip install --no-cache-dir uv==0.13.9 \
- && uv pip install --no-cache --python "$(command -v python)" -r /opt/flights/requirements.txt
+ && uv pip install --no-cache --require-hashes --python "$(command -v python)" -r /opt/flights/requirements.txt
 
 COPY --chown=airflow:root scripts/delta-jars.pom.xml /opt/flights/scripts/delta-jars.pom.xml
 RUN mvn -q -B -f /opt/flights/scripts/delta-jars.pom.xml dependency:copy-dependencies -DincludeScope=runtime \

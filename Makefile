@@ -31,20 +31,20 @@ SPARK_POOL_SLOTS ?= $(or $(FLIGHTS_SPARK_POOL_SLOTS),$(shell python3 -c 'import 
 START ?= 2013-01-01
 END   ?= 2013-03-07
 
-.PHONY: help install jars s3a-jars gcs-jars fake-gcs-server airflow-init land run test test-fast lock env plan gcp-upload release rollback clean
+.PHONY: help install jars s3a-jars gcs-jars fake-gcs-server airflow-init land run test test-fast lock env plan gcp-upload release rollback scan-secrets clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements.txt
-	@echo "==> Python environment from the lock (requirements.txt)"
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	@echo "==> Python environment from the locks (requirements.txt, requirements-dev.txt), every hash checked"
 	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
 	@$(VENV)/bin/python -m pip --version >/dev/null 2>&1 || $(VENV)/bin/python -m ensurepip >/dev/null
 	@$(VENV)/bin/python -m pip install -q --upgrade "uv==0.13.9"
-	@$(VENV)/bin/uv pip install -q --python $(PY) -r requirements.txt
+	@$(VENV)/bin/uv pip install -q --python $(PY) --require-hashes -r requirements.txt -r requirements-dev.txt
 	@touch $@
 
-install: $(VENV)/.installed jars  ## virtual environment from the lock, plus the Delta jars
+install: $(VENV)/.installed jars  ## virtual environment from the locks (runtime and test tools), plus the Delta jars
 
 jars: $(FLIGHTS_JARS_DIR)/.fetched  ## Delta Lake jars matching the installed Spark, from Maven Central
 
@@ -122,8 +122,23 @@ rollback: install  ## move champion back to the previous version: make rollback 
 	@test -n "$(REASON)" || { echo 'Say why: make rollback REASON="v7 over-predicts at EWR"'; exit 2; }
 	@$(PY) -m include.training.rollback --reason "$(REASON)" $(if $(TO),--to-version $(TO))
 
-lock:  ## recompile requirements.txt from requirements.in
-	@$(VENV)/bin/uv pip compile requirements.in --python-version 3.11 --no-header -o requirements.txt
+LOCK := $(VENV)/bin/uv pip compile -q --python-version 3.11 --no-header --generate-hashes
 
-clean:  ## delete local state (lake, registry, warehouse, Airflow home); keeps caches
-	rm -rf $(FLIGHTS_HOME)
+lock:  ## recompile the hashed locks: requirements.txt from requirements.in, requirements-dev.txt from requirements-dev.in
+	@$(LOCK) requirements.in -o requirements.txt
+	@$(LOCK) requirements-dev.in -o requirements-dev.txt
+
+scan-secrets: $(VENV)/.installed  ## detect-secrets over the working tree and every blob in the git history, against .secrets.baseline
+	@$(PY) scripts/scan_secrets.py
+
+# Only a folder inside the repository that holds no tracked file is deleted: FLIGHTS_HOME=/ or $HOME is refused.
+clean:  ## delete local state (FLIGHTS_HOME: lake, registry, warehouse, Airflow home) when it is inside the repository; keeps caches
+	@repo="$$(realpath -- "$(REPO)")"; home="$$(realpath -m -- "$(FLIGHTS_HOME)" 2>/dev/null || true)"; \
+	case "$$home/" in \
+	  "$$repo"/?*/) ;; \
+	  *) echo "make clean: refusing to delete FLIGHTS_HOME=$(FLIGHTS_HOME): it is not a folder inside $$repo (delete a state folder kept elsewhere by hand)" >&2; exit 2 ;; \
+	esac; \
+	if [ -n "$$(git -C "$$repo" ls-files -- "$$home" 2>/dev/null | head -1)" ]; then \
+	  echo "make clean: refusing to delete FLIGHTS_HOME=$(FLIGHTS_HOME): it holds files tracked by git" >&2; exit 2; \
+	fi; \
+	echo "rm -rf $$home"; rm -rf -- "$$home"

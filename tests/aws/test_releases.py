@@ -11,7 +11,7 @@ from include.targets.aws import releases
 
 
 def _pin(name: str) -> str:
-    found = re.search(rf"^{re.escape(name)}==(\S+)$", (REPO_ROOT / "requirements.txt").read_text(), flags=re.M)
+    found = re.search(rf"^{re.escape(name)}==([^\s\\]+)", (REPO_ROOT / "requirements.txt").read_text(), flags=re.M)
     assert found, f"{name} is not pinned in requirements.txt"
     return found.group(1)
 
