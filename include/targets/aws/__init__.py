@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 
 def _client(aws: AwsSettings, service: str):
+    """A boto3 client with the settings' region, endpoint, retries and timeouts (``AwsSettings.client_kwargs``)."""
     import boto3
 
     return boto3.client(service, **aws.client_kwargs())

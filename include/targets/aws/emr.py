@@ -109,6 +109,7 @@ def serverless_job(aws: AwsSettings, *, task_id: str, job: str, args: list[str],
         # The deferral's own timeout: the job's timeout plus a margin, so EMR stops the job first.
         "waiter_max_attempts": (minutes + 10) * 60 // WAITER_DELAY_S,
         "region_name": aws.region,
+        "botocore_config": aws.botocore_config,  # retries of every call the operator and its trigger make
     }
     kwargs.update(operator_kwargs)
     return OperatorSpec(SERVERLESS_OPERATOR, kwargs)
@@ -174,7 +175,7 @@ def create_cluster(aws: AwsSettings, *, interval_key: str, name: str = "<dag>.<i
     return OperatorSpec(CLUSTER_OPERATOR, {
         "task_id": CREATE_CLUSTER_TASK, "job_flow_overrides": cluster_config(aws, name),
         "interval_key": interval_key, "region_name": aws.region, "wait_for_completion": False,
-        **operator_kwargs})
+        "botocore_config": aws.botocore_config, **operator_kwargs})
 
 
 def cluster_step(aws: AwsSettings, *, task_id: str, job: str, args: list[str], code: dict[str, str],
@@ -184,14 +185,14 @@ def cluster_step(aws: AwsSettings, *, task_id: str, job: str, args: list[str], c
         "task_id": task_id, "job_flow_id": CLUSTER_ID, "region_name": aws.region,
         "step": step(aws, name="<dag>.<task>.<interval>.try<n>", job=job, args=args, code=code),
         "interval_key": interval_key, "deferrable": True, "waiter_delay": WAITER_DELAY_S,
-        "timeout_minutes": aws.emr_job_timeout_minutes, **operator_kwargs})
+        "timeout_minutes": aws.emr_job_timeout_minutes, "botocore_config": aws.botocore_config, **operator_kwargs})
 
 
 def terminate_cluster(aws: AwsSettings, **operator_kwargs) -> OperatorSpec:
     """The teardown: ends the run's cluster once every step is done, whatever their outcome."""
     return OperatorSpec(TERMINATE_OPERATOR, {
         "task_id": TERMINATE_CLUSTER_TASK, "job_flow_id": CLUSTER_ID, "region_name": aws.region,
-        "trigger_rule": "all_done", **operator_kwargs})
+        "trigger_rule": "all_done", "botocore_config": aws.botocore_config, **operator_kwargs})
 
 
 def ec2_jobs(aws: AwsSettings, *, jobs: list[dict], code: dict[str, str], interval_key: str) -> list[OperatorSpec]:

@@ -136,6 +136,7 @@ def load_job(aws: AwsSettings, *, task_id: str, table: str, s3_prefix: str, star
         "wait_for_completion": True,
         "poll_interval": 10,
         "region_name": aws.region,
+        "botocore_config": aws.botocore_config,  # retries of every Data API call and of the trigger's polls
         **aws.warehouse_kwargs,
     }
     kwargs.update(operator_kwargs)

@@ -84,6 +84,7 @@ def training_job(aws: AwsSettings, *, task_id: str, interval_key: str, dataset_u
         "check_interval": 60,
         "max_ingestion_time": (aws.training_max_wait_s if aws.training_spot else aws.training_max_runtime_s) + 900,
         "region_name": aws.region,
+        "botocore_config": aws.botocore_config,  # retries of every call the operator and its trigger make
     }
     kwargs.update(operator_kwargs)
     return OperatorSpec(TRAINING_OPERATOR, kwargs)

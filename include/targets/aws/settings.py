@@ -4,6 +4,11 @@ This module is the only reader of those variables (``include/config.py`` reads t
 Every value is validated when the settings are built, so a typo fails at once with a
 message naming the variable and the fix, not an hour later inside a cloud job.
 ``AwsSettings.example()`` gives placeholder settings for the explain plan and the tests.
+
+Retries of AWS calls are configured here and nowhere else: ``AwsSettings.botocore_config`` (retry
+mode, attempts, timeouts from ``FLIGHTS_AWS_RETRY_MODE`` / ``FLIGHTS_AWS_MAX_ATTEMPTS``) goes to every
+boto3 client the project creates (``client_kwargs``) and to every Amazon provider operator, trigger
+and hook the AWS target builds (``botocore_config=`` / ``config=``).
 """
 
 from __future__ import annotations
@@ -34,6 +39,20 @@ SPARK_MODES = ("serverless", "ec2")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _ARN = re.compile(r"^arn:aws[a-z-]*:[a-z0-9-]+:[a-z0-9-]*:\d{12}:[^\s']+$")
 _REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
+RETRY_MODES = ("standard", "adaptive")
+MAX_ATTEMPTS_LIMIT = 20  # with standard backoff (at most 20 s a wait), 20 attempts already span minutes
+CONNECT_TIMEOUT_S, READ_TIMEOUT_S = 10, 60
+
+
+def botocore_config(retry_mode: str = "standard", max_attempts: int = 8) -> dict:
+    """Keyword arguments of ``botocore.config.Config`` for every AWS client of the project.
+
+    A plain dict, not a ``Config``: the provider's operators take it as ``botocore_config`` and hand it
+    to their triggers, which serialise it. ``total_max_attempts`` counts the first call (as
+    ``AWS_MAX_ATTEMPTS`` does); botocore's ``max_attempts`` key would count retries only.
+    """
+    return {"retries": {"mode": retry_mode, "total_max_attempts": max_attempts},
+            "connect_timeout": CONNECT_TIMEOUT_S, "read_timeout": READ_TIMEOUT_S}
 
 
 @dataclass(frozen=True)
@@ -75,6 +94,8 @@ class AwsSettings:
     delta_log_table: str = ""
     deferrable: bool = True
     poll_s: int = 30
+    retry_mode: str = "standard"
+    max_attempts: int = 8
     tags: dict = field(default_factory=lambda: {"project": "flights-lakehouse"})
 
     # --- derived locations ---------------------------------------------------------------
@@ -176,9 +197,16 @@ class AwsSettings:
         partition = "aws-cn" if m.group(2).startswith("cn-") else "aws"
         return f"arn:{partition}:ecr:{m.group(2)}:{m.group(1)}:repository/{m.group(3)}"
 
+    @property
+    def botocore_config(self) -> dict:
+        """The retry mode, attempts and timeouts of every AWS call (a new dict each time; see ``botocore_config``)."""
+        return botocore_config(self.retry_mode, self.max_attempts)
+
     def client_kwargs(self) -> dict:
-        """Keyword arguments for ``boto3.client`` (region, and an emulator endpoint when set)."""
-        kw = {"region_name": self.region}
+        """Keyword arguments for ``boto3.client``: region, retries and timeouts, and an emulator endpoint when set."""
+        from botocore.config import Config
+
+        kw = {"region_name": self.region, "config": Config(**self.botocore_config)}
         if self.endpoint_url:
             kw["endpoint_url"] = self.endpoint_url
         return kw
@@ -195,6 +223,24 @@ class AwsSettings:
             redshift_copy_role_arn="arn:aws:iam::123456789012:role/flights-redshift-copy",
         )
         return replace(base, **overrides)
+
+
+def retry_settings(env=None) -> tuple[str, int]:
+    """``FLIGHTS_AWS_RETRY_MODE`` and ``FLIGHTS_AWS_MAX_ATTEMPTS``, validated (default: standard, 8 attempts).
+
+    Read apart from the other settings too, for AWS clients that work without them (the ``sns``
+    alert channel, which any target may use).
+    """
+    env = os.environ if env is None else env
+    mode = _get(env, "FLIGHTS_AWS_RETRY_MODE", "standard").lower()
+    if mode not in RETRY_MODES:
+        raise ConfigError(f"FLIGHTS_AWS_RETRY_MODE={mode!r} is not a retry mode; use standard (exponential backoff) "
+                          "or adaptive (also slows this client down while AWS throttles it).")
+    attempts = _int(env, "FLIGHTS_AWS_MAX_ATTEMPTS", 8, 1)
+    if attempts > MAX_ATTEMPTS_LIMIT:
+        raise ConfigError(f"FLIGHTS_AWS_MAX_ATTEMPTS={attempts} is above {MAX_ATTEMPTS_LIMIT}; it counts every call "
+                          "of one request (1 = no retry), and more attempts only hide an outage for longer.")
+    return mode, attempts
 
 
 def load_aws_settings(env=None) -> AwsSettings:
@@ -247,6 +293,7 @@ def load_aws_settings(env=None) -> AwsSettings:
     instance_type = _get(env, "FLIGHTS_AWS_TRAINING_INSTANCE_TYPE", "ml.g5.xlarge")
     if not instance_type.startswith("ml."):
         raise ConfigError(f"FLIGHTS_AWS_TRAINING_INSTANCE_TYPE={instance_type!r} must be a SageMaker type (ml.*).")
+    retry_mode, max_attempts = retry_settings(env)
     log_table = _get(env, "FLIGHTS_AWS_DELTA_LOG_TABLE")
     if log_table and not re.fullmatch(r"[A-Za-z0-9_.-]{3,255}", log_table):
         raise ConfigError(f"FLIGHTS_AWS_DELTA_LOG_TABLE={log_table!r} is not a DynamoDB table name (3-255 of "
@@ -279,5 +326,5 @@ def load_aws_settings(env=None) -> AwsSettings:
         redshift_copy_role_arn=arns["FLIGHTS_AWS_REDSHIFT_COPY_ROLE_ARN"],
         endpoint_url=_get(env, "FLIGHTS_AWS_ENDPOINT_URL"), delta_log_table=log_table,
         deferrable=_bool(env, "FLIGHTS_AWS_DEFERRABLE", True),
-        poll_s=_int(env, "FLIGHTS_AWS_POLL_S", 30),
+        poll_s=_int(env, "FLIGHTS_AWS_POLL_S", 30), retry_mode=retry_mode, max_attempts=max_attempts,
     )

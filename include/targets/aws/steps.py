@@ -18,7 +18,9 @@ spark-submit:
 * training: a deferrable SageMaker training job on a GPU instance.
 
 Deferred waits need aiobotocore where the triggerer runs; ``FLIGHTS_AWS_DEFERRABLE=false``
-waits inside the worker instead (every ``FLIGHTS_AWS_POLL_S`` seconds).
+waits inside the worker instead (every ``FLIGHTS_AWS_POLL_S`` seconds). Every operator gets the
+settings' ``botocore_config`` (retry mode, attempts, timeouts) from its spec builder, and hands it
+to its trigger and to the S3 client that checks code and outputs.
 """
 
 from __future__ import annotations
