@@ -53,6 +53,7 @@ class FakeDataproc:
         self.cancelled: list[str] = []
         self.read: list[str] = []  # batch ids read with get_batch
         self.outcome: tuple[str, str] | None = None  # what a read batch that is still running ends as
+        self.unavailable = 0  # the next reads of a batch answered 503
         self.transport = SimpleNamespace(operations_client=FakeOperations(self))
 
     # batches
@@ -68,7 +69,17 @@ class FakeDataproc:
         self.batches[req.batch_id] = batch
         return SimpleNamespace(operation=SimpleNamespace(name=batch.operation))
 
-    def get_batch(self, request, **_):
+    def get_batch(self, request, retry=None, **_):
+        """Like the client library: the call goes through ``retry`` when one is given."""
+        wrap = retry if callable(retry) else (lambda f: f)  # the hook's default is a sentinel, not a Retry
+        return wrap(self._get_batch)(request)
+
+    def _get_batch(self, request):
+        if self.unavailable:
+            self.unavailable -= 1
+            from google.api_core.exceptions import ServiceUnavailable
+
+            raise ServiceUnavailable("The service is currently unavailable.")
         req = dataproc_v1.GetBatchRequest(**request)
         batch_id = req.name.rsplit("/", 1)[-1]
         if batch_id not in self.batches:

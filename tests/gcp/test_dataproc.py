@@ -254,6 +254,22 @@ def test_a_succeeded_batch_without_its_output_fails_the_task(settings, api, outp
         _batch_op(settings, job_output=OUTPUT.replace("20130101.json", "missing.json")).execute(_context())
 
 
+def test_reading_a_batch_survives_a_503(settings, api, monkeypatch):
+    """Batch reads are retried on 429/503/500 (the client library retries none of them by default)."""
+    from google.api_core.exceptions import ServiceUnavailable
+
+    op = _batch_op(settings, deferrable=True)
+    with pytest.raises(TaskDeferred):
+        op.execute(_context())
+    api.set_batch(op.batch_id, "SUCCEEDED")
+    api.unavailable = 2
+    assert op.execute_complete(_context(), {"batch_id": op.batch_id}) == op.batch_id
+    assert api.unavailable == 0  # both 503s were answered, then the read went through
+    api.unavailable = 1
+    with pytest.raises(ServiceUnavailable):  # what the same read did without a retry
+        api.get_batch({"name": f"projects/{PROJECT}/locations/{REGION}/batches/{op.batch_id}"})
+
+
 def test_a_failed_batch_fails_the_task_with_its_id_and_state_message(settings, api, monkeypatch):
     _batches_end_as(api, "FAILED", "Job failed with message [ModuleNotFoundError: delta]")
     with pytest.raises(JobStateError, match=r"batch ingest-bronze-\S+-t1 ended FAILED: Job failed with message "

@@ -126,9 +126,19 @@ def require_code(uris: list[str], exists) -> None:
                           "docs/running-on-gcp.md) with the same code the DAGs were parsed from, then clear the task.")
 
 
+def read_retry():
+    """Retry for the reads of Dataproc batches (get, list), which the client library does not retry by default:
+    throttling (429), unavailability (503) and internal errors (500), with backoff, for up to five minutes."""
+    from google.api_core.exceptions import InternalServerError, ServiceUnavailable, TooManyRequests
+    from google.api_core.retry import Retry, if_exception_type
+
+    return Retry(predicate=if_exception_type(ServiceUnavailable, TooManyRequests, InternalServerError),
+                 initial=1.0, maximum=20.0, multiplier=2.0, timeout=300.0)
+
+
 def cancel_batch(hook: DataprocHook, batch_id: str, project_id: str, region: str) -> str | None:
     """Cancel the batch's operation when the batch is still pending or running; returns the operation name."""
-    batch = hook.get_batch(batch_id=batch_id, region=region, project_id=project_id)
+    batch = hook.get_batch(batch_id=batch_id, region=region, project_id=project_id, retry=read_retry())
     if batch.state.name not in BATCH_ACTIVE or not batch.operation:
         return None
     hook.get_operations_client(region=region).cancel_operation(name=batch.operation)
@@ -206,6 +216,7 @@ class ReattachingDataprocBatchOperator(_ReattachMixin, DataprocCreateBatchOperat
 
     def _refs(self, ident: Identity) -> list[JobRef]:
         pages = self.hook.list_batches(region=self.region, project_id=self.project_id, page_size=LIST_PAGE_SIZE,
+                                       retry=read_retry(),
                                        filter=label_filter(ident))
         return [job_ref(b, b.name.rsplit("/", 1)[-1], b.state.name, BATCH_ACTIVE, BATCH_SUCCEEDED) for b in pages]
 
@@ -265,7 +276,8 @@ class ReattachingDataprocBatchOperator(_ReattachMixin, DataprocCreateBatchOperat
             raise JobStateError(f"The wait for the Dataproc batch ended without naming it: {event}.")
         self.batch_id = batch_id
         # The server's state, not the event's: a success event for a failed batch must fail the task.
-        return self._finish(self.hook.get_batch(batch_id=batch_id, region=self.region, project_id=self.project_id))
+        return self._finish(self.hook.get_batch(batch_id=batch_id, region=self.region, project_id=self.project_id,
+                                                retry=read_retry()))
 
     def _finish(self, batch) -> str:
         batch_id = batch.name.rsplit("/", 1)[-1] or self.batch_id
