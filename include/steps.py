@@ -69,8 +69,9 @@ def _load_table(interval: dict, table: str, source: str) -> int:
     return pipeline.load_table(pipeline.as_interval(interval), table, source)
 
 
-def _train(dataset: str, params: dict, **context) -> dict:
-    return pipeline.train(context, dataset, params)
+def _train(dataset: str, hyperparameters: dict, **context) -> dict:
+    # not "params": Airflow passes the DAG's params in the context under that name
+    return pipeline.train(context, dataset, hyperparameters)
 
 
 class Steps:

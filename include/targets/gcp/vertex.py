@@ -49,7 +49,7 @@ MIN_PYTHON = (3, 11)  # the pinned training requirements (scikit-learn, matplotl
 BOOTSTRAP = f"""set -euo pipefail
 if [ ! -f "${SOURCEDIR_ENV}" ]; then
   echo "The code artefact ${SOURCEDIR_ENV} is not in Cloud Storage: upload this checkout's artefact \
-(include.targets.cloud.artifact.upload) under the artifacts root, then clear the task." >&2
+(python -m include.targets.gcp.artifact) under the artifacts root, then clear the task." >&2
   exit 3
 fi
 python3 -c 'import sys; sys.exit(0 if sys.version_info >= {MIN_PYTHON} else 1)' || {{
