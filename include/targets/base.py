@@ -19,23 +19,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from airflow.sdk.exceptions import AirflowFailException
-
 from include.targets.cloud.spec import OperatorSpec
 from include.training.outputs import ModelVersion, TrainingOutputs, TrainingRequest  # noqa: F401 (re-exported)
 from include.training.outputs import RegistryError, RollbackError  # noqa: F401 (re-exported)
 
-# Exit statuses of a Spark job that a retry cannot fix: 2 is argparse's (bad arguments),
-# 3 is spark_jobs.session.PERMANENT_EXIT (bad input, a missing table or column).
-PERMANENT_EXIT_CODES = (2, 3)
+# The Spark job errors need Airflow (a rejected job fails without retries): they live in
+# ``include.targets.errors`` so that code shipped into training containers, which imports
+# ``include.targets`` packages but has no Airflow, never pulls it in.
+_ERRORS = ("PERMANENT_EXIT_CODES", "SparkJobFailed", "SparkJobRejected")
 
 
-class SparkJobFailed(RuntimeError):
-    """A Spark job ended in failure; the message carries the tail of its driver log. Retried."""
+def __getattr__(name: str):
+    if name in _ERRORS:
+        from include.targets import errors
 
-
-class SparkJobRejected(SparkJobFailed, AirflowFailException):
-    """A Spark job failed for a reason a retry cannot fix: the task fails at once, without retries."""
+        return getattr(errors, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class LakeStorage(Protocol):

@@ -13,8 +13,8 @@ from collections import deque
 from pathlib import Path
 
 from include.config import REPO_ROOT, ConfigError, Settings
-from include.targets.base import (PERMANENT_EXIT_CODES, SparkJobFailed, SparkJobRejected, Target, TrainingOutputs,
-                                  TrainingRequest)
+from include.targets.base import Target, TrainingOutputs, TrainingRequest
+from include.targets.errors import PERMANENT_EXIT_CODES, SparkJobFailed, SparkJobRejected
 
 log = logging.getLogger(__name__)
 

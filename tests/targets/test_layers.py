@@ -63,3 +63,29 @@ def test_layers_import_downwards_only(folder, forbidden):
     else:
         assert _offenders(folder, forbidden) == {}
 
+
+
+ENTRY_POINTS = ("include.targets.aws.sagemaker_entry", "include.targets.gcp.vertex_entry", "include.training.train")
+BLOCK_AIRFLOW = """
+import importlib, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "airflow" or name.startswith("airflow."):
+            raise ImportError(f"No module named {name!r}")
+sys.meta_path.insert(0, Block())
+for module in sys.argv[1:]:
+    importlib.import_module(module)
+"""
+
+
+def test_the_training_entry_points_import_where_airflow_is_not_installed():
+    """As in the SageMaker / Vertex AI containers: the packages around the entry points need no Airflow."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", BLOCK_AIRFLOW, *ENTRY_POINTS], capture_output=True, text=True,
+                          cwd=REPO, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    blocked = subprocess.run([sys.executable, "-c", BLOCK_AIRFLOW, "include.targets.errors"], capture_output=True,
+                             text=True, cwd=REPO, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)})
+    assert blocked.returncode != 0 and "airflow" in blocked.stderr  # the blocker works

@@ -6,9 +6,9 @@ and runs the entry point from the unpacked source. This test does the same: a fr
 ``python -m venv`` (no system site packages) with exactly that requirements.txt, the real
 artefact unpacked into an empty folder, and each entry point run from it with nothing of the
 repository on the path. An entry point that reaches Airflow (for instance through
-``include.targets.base``) fails here as it would in the cloud. The entry points run as files,
-as both containers run them: ``python -m include.targets...`` would import
-``include/targets/__init__.py``, which needs Airflow.
+``include.targets.errors``) fails here as it would in the cloud. The entry points run as files,
+as both containers run them, and import as modules too: the ``include.targets`` packages they
+sit in import nothing that needs Airflow.
 
 The environment is kept under ``.cache/training-venv/<sha256 of requirements.txt>``: a clean
 checkout builds it once with uv (from PyPI, or uv's cache), later runs reuse it.
@@ -138,11 +138,14 @@ def test_the_environment_holds_the_training_requirements_and_no_airflow(training
     assert done.returncode != 0 and "No module named 'airflow'" in done.stderr, done.stderr[-2000:]
 
 
-def test_the_training_code_imports_without_airflow_and_the_targets_do_not(training_python, sourcedir, tmp_path):
+def test_the_training_code_and_the_entry_points_import_without_airflow(training_python, sourcedir, tmp_path):
     done = _run(training_python, ["-c", "import include.training.train"], sourcedir, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
+    entries = "import include.targets.aws.sagemaker_entry, include.targets.gcp.vertex_entry"
+    done = _run(training_python, ["-c", entries], sourcedir, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
 
-    done = _run(training_python, ["-c", "import include.targets.base"], sourcedir, tmp_path)
+    done = _run(training_python, ["-c", "import include.targets.errors"], sourcedir, tmp_path)
     assert done.returncode != 0 and "airflow" in done.stderr, done.stderr[-2000:]  # proves Airflow is absent
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from include.config import ConfigError, Settings
 from include.targets.aws.artifact import split_s3
 from include.targets.aws.settings import AwsSettings, load_aws_settings
-from include.targets.base import SparkJobFailed, Target, TrainingOutputs
+from include.targets.base import Target, TrainingOutputs
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,8 @@ class EmrServerlessSparkRunner:
             client.cancel_job_run(applicationId=self.aws.emr_application_id, jobRunId=job_id)
             raise
         if state["state"] != "SUCCESS":
+            from include.targets.errors import SparkJobFailed
+
             raise SparkJobFailed(f"EMR Serverless job {name} ({job_id}) ended {state['state']}: "
                                  f"{state.get('stateDetails', '')}; logs under {self.aws.emr_logs_uri}")
 

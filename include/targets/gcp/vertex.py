@@ -12,8 +12,8 @@ package spec cannot:
 2. ``pip install -r requirements.txt`` (the versions of the project's lock);
 3. run ``include/targets/gcp/vertex_entry.py --data-dir <dataset>/data <hyperparameters>``.
 
-The entry point runs as a file, not with ``-m``: ``-m`` imports ``include.targets`` first,
-which imports Airflow, absent from the image. Vertex AI sets ``AIP_MODEL_DIR`` to
+The entry point runs as a file, as SageMaker runs its own; the ``include.targets`` packages it
+sits in import nothing that needs Airflow, absent from the image. Vertex AI sets ``AIP_MODEL_DIR`` to
 ``<base_output_directory>/model``; everything the trainer writes (bundle, baseline,
 ``metrics.json``, ``report.png``) lands there, and ``VertexTrainer.collect`` reads it back.
 

@@ -3,7 +3,7 @@
     python include/targets/gcp/vertex_entry.py --data-dir DIR [--n_estimators N --max_depth N
         --learning_rate F --device auto|cpu|cuda]
 
-(``python -m include.targets.gcp.vertex_entry`` takes the same arguments where Airflow is installed.)
+(``python -m include.targets.gcp.vertex_entry`` takes the same arguments.)
 The model folder is ``AIP_MODEL_DIR``, which Vertex AI sets to ``gs://<base output>/model/``;
 ``gs://bucket/key`` paths, there and in ``--data-dir``, are read through the Cloud Storage FUSE
 mount at ``/gcs/bucket/key``; a local path is used as it is. This adapter hands them to the same
