@@ -22,6 +22,7 @@ from include.config import ConfigError, Settings
 from include.targets.aws.artifact import split_s3
 from include.targets.aws.settings import AwsSettings, load_aws_settings
 from include.targets.base import Target, TrainingOutputs
+from include.training.outputs import read_outputs
 
 log = logging.getLogger(__name__)
 
@@ -136,11 +137,10 @@ class SageMakerTrainer:
             out.mkdir(parents=True, exist_ok=True)
             with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tf:
                 tf.extractall(out, filter="data")
-        if not (out / "metrics.json").exists():
-            raise ConfigError(f"{url} holds no metrics.json: it was not written by include.training.train.")
-        data = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-        params = data.get("params", {})
-        return TrainingOutputs(out, data["metrics"], params, str(params.get("device", "")), model_uri=url)
+        try:
+            return read_outputs(out, model_uri=url, where=url)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 @functools.lru_cache(maxsize=4)

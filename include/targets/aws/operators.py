@@ -33,6 +33,8 @@ from airflow.providers.amazon.aws.triggers.emr import EmrServerlessStartJobTrigg
 from airflow.providers.amazon.aws.triggers.sagemaker import SageMakerTrigger
 
 from include.targets.aws.redshift import check_load, load_statements
+from include.targets.cloud import checks
+from include.targets.cloud.checks import CodeMissing  # noqa: F401 (re-exported)
 from include.targets.cloud.naming import attempt_tries, training_job_name, try_of
 from include.targets.cloud.reattach import (ACTIVE, FAILED, SUCCEEDED, JobRef, JobStateError, classify, identity,
                                             require_output)
@@ -78,10 +80,6 @@ def find_emr_serverless_run(client, application_id: str, stem: str, run_id: str,
             "latest": found.latest.raw if found.latest else None}
 
 
-class CodeMissing(AirflowFailException):
-    """The job's code artefact is not in S3: a retry cannot fix it, an upload does."""
-
-
 def s3_client_of(op):
     """An S3 client with the operator's connection, region and botocore settings."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
@@ -100,11 +98,8 @@ def require_code(s3, uris: list[str]) -> None:
 
     ``uris`` may hold comma-separated lists (``--py-files``); paths in the runtime's image are not checked.
     """
-    missing = [u for uri in uris for u in uri.split(",") if u.startswith("s3://") and not _s3_exists(s3, u)]
-    if missing:
-        raise CodeMissing(f"The code this job runs is not in S3: {', '.join(missing)}. Upload this checkout's "
-                          "artefact (`python -m include.targets.aws.artifact`, docs/running-on-aws.md) with the "
-                          "same code the DAGs were parsed from, then clear the task.")
+    checks.require_code(uris, lambda u: _s3_exists(s3, u), scheme="s3://", storage="S3",
+                        upload="python -m include.targets.aws.artifact", doc="docs/running-on-aws.md")
 
 
 class ReattachingEmrServerlessStartJobOperator(EmrServerlessStartJobOperator):

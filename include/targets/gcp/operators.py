@@ -37,8 +37,9 @@ from airflow.providers.google.cloud.operators.dataproc import (
     DataprocSubmitJobOperator,
 )
 from airflow.providers.google.cloud.triggers.dataproc import DataprocBatchTrigger, DataprocSubmitTrigger
-from airflow.sdk.exceptions import AirflowFailException
 
+from include.targets.cloud import checks
+from include.targets.cloud.checks import CodeMissing  # noqa: F401 (re-exported)
 from include.targets.cloud.naming import short_job_name
 from include.targets.cloud.reattach import (
     ACTIVE,
@@ -63,20 +64,20 @@ LIST_PAGE_SIZE = 100
 # --- shared by batches and cluster jobs ------------------------------------------------------------
 
 
-def label_value(text: str) -> str:
+def label_digest(text: str) -> str:
     """A label value standing for ``text``: 20 hex digits of its SHA-256 (labels allow [a-z0-9_-], ≤ 63)."""
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 def run_labels(ident: Identity) -> dict[str, str]:
     """The labels that find a task's batches or jobs again: run, stem and try."""
-    return {RUN_LABEL: label_value(ident.run_id), STEM_LABEL: label_value(ident.stem),
+    return {RUN_LABEL: label_digest(ident.run_id), STEM_LABEL: label_digest(ident.stem),
             TRY_LABEL: str(ident.try_number)}
 
 
 def label_filter(ident: Identity) -> str:
     """The list filter for batches or jobs of this task and run, any try (``labels.<key> = <value>``)."""
-    return f"labels.{STEM_LABEL} = {label_value(ident.stem)} AND labels.{RUN_LABEL} = {label_value(ident.run_id)}"
+    return f"labels.{STEM_LABEL} = {label_digest(ident.stem)} AND labels.{RUN_LABEL} = {label_digest(ident.run_id)}"
 
 
 def job_ref(resource, resource_id: str, state: str, active: tuple[str, ...], succeeded: str) -> JobRef:
@@ -89,14 +90,14 @@ def job_ref(resource, resource_id: str, state: str, active: tuple[str, ...], suc
 
 def decide(refs: list[JobRef], ident: Identity) -> Found:
     """``classify`` by labels: a job is this task's when its stem label matches; its try is its try label."""
-    stem = label_value(ident.stem)
+    stem = label_digest(ident.stem)
 
     def try_number(job: JobRef) -> int | None:
         labels = dict(job.raw.labels)
         tried = labels.get(TRY_LABEL, "")
         return int(tried) if labels.get(STEM_LABEL) == stem and tried.isdigit() else None
 
-    return classify(refs, ident.stem, label_value(ident.run_id), ident.tries, try_number_of=try_number)
+    return classify(refs, ident.stem, label_digest(ident.run_id), ident.tries, try_number_of=try_number)
 
 
 def with_labels(request: dict, labels: dict[str, str]) -> dict:
@@ -114,16 +115,10 @@ def gcs_exists(uri: str, gcp_conn_id: str, impersonation_chain=None) -> bool:
     return any(True for _ in client.list_blobs(bucket, prefix=key, max_results=1))
 
 
-class CodeMissing(AirflowFailException):
-    """The job's code or Delta jars are not in Cloud Storage: a retry cannot fix it, an upload does."""
-
-
 def require_code(uris: list[str], exists) -> None:
-    missing = [u for u in uris if u.startswith("gs://") and not exists(u)]
-    if missing:
-        raise CodeMissing(f"What this job runs is not in Cloud Storage: {', '.join(missing)}. Upload this checkout's "
-                          "code artefact and the runtime's Delta jars (`python -m include.targets.gcp.artifact`, "
-                          "docs/running-on-gcp.md) with the same code the DAGs were parsed from, then clear the task.")
+    """The code, its zip and the runtime's Delta jars must be in Cloud Storage (``cloud.checks``)."""
+    checks.require_code(uris, exists, scheme="gs://", storage="Cloud Storage",
+                        upload="python -m include.targets.gcp.artifact", doc="docs/running-on-gcp.md")
 
 
 def read_retry():

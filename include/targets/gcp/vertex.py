@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from typing import Any
 from include.config import ConfigError
 from include.targets.cloud.spec import OperatorSpec
 from include.targets.gcp.settings import GcpSettings
-from include.training.outputs import TrainingOutputs
+from include.training.outputs import METRICS_FILE, TrainingOutputs, read_outputs
 
 TRAINING_OPERATOR = "include.targets.gcp.vertex_operators.ReattachingVertexCustomJobOperator"
 ENTRY_POINT = "include/targets/gcp/vertex_entry.py"
@@ -164,7 +163,7 @@ def custom_job(gcp: GcpSettings, *, task_id: str, interval_key: str, dataset_uri
 class VertexTrainer:
     """Training runs as the ``train_models`` Vertex AI custom job; ``collect`` reads what it produced."""
 
-    FILES_LAST = "metrics.json"  # downloaded last: its presence marks a complete local copy
+    FILES_LAST = METRICS_FILE  # downloaded last: its presence marks a complete local copy
 
     def __init__(self, gcp: GcpSettings, cache_dir: Path, storage_client=None):
         self.gcp, self.cache_dir, self._storage = gcp, Path(cache_dir), storage_client
@@ -204,13 +203,10 @@ class VertexTrainer:
                 partial = dest.with_name(dest.name + ".part")
                 blob.download_to_filename(str(partial))
                 partial.replace(dest)
-        if not (out / self.FILES_LAST).exists():
-            raise ConfigError(f"{model_dir} holds no metrics.json: it was not written by include.training.train; "
-                              "see the job's log in Cloud Logging.")
-        data = json.loads((out / self.FILES_LAST).read_text(encoding="utf-8"))
-        params = data.get("params", {})
-        return TrainingOutputs(out, data["metrics"], params, str(params.get("device", "")),
-                               model_uri=model_dir.rstrip("/"))
+        try:
+            return read_outputs(out, model_uri=model_dir.rstrip("/"), where=model_dir)
+        except ValueError as exc:
+            raise ConfigError(f"{exc} (Cloud Logging has the job's log)") from None
 
 
 def with_identity(body: dict, *, display_name: str, output_root: str, labels: dict[str, str]) -> dict:
