@@ -126,35 +126,14 @@ class MlflowRegistry:
         the version does not exist or already is the champion, or no reason is given. Both
         versions are tagged with who rolled back, when and why.
         """
-        from mlflow.exceptions import MlflowException
+        from include.training.promotion import rollback_target
 
-        if not reason or not reason.strip():
-            raise RollbackError("Say why you roll back (--reason): it is recorded with the decision.")
         _, client = self._client()
         current = self._champion_mv(client)
-        if current is None:
-            raise RollbackError(f"{self.name} has no {CHAMPION}: there is nothing to roll back.")
-        old = str(current.version)
-        asked = "version"
-        if to_version is None:
-            asked, to_version = "previous champion", current.tags.get(PREVIOUS_CHAMPION)
-            if not to_version:
-                raise RollbackError(
-                    f"{self.name} v{old} is {CHAMPION} but no previous champion is recorded for it (it was the "
-                    f"first champion); pass --to-version N to choose one. Versions: {', '.join(self.versions())}.")
-        to_version = str(to_version).strip()
-        if to_version.lower().startswith("v"):
-            to_version = to_version[1:]
-        try:
-            target = client.get_model_version(self.name, to_version) if to_version.isdigit() else None
-        except MlflowException:
-            target = None
-        if target is None:
-            raise RollbackError(f"{self.name} has no {asked} {to_version!r} (v{old} is {CHAMPION}); versions: "
-                                f"{', '.join(self.versions()) or 'none'}.")
-        new = str(target.version)
-        if new == old:
-            raise RollbackError(f"{self.name} v{new} already is {CHAMPION}: nothing to roll back.")
+        old = str(current.version) if current is not None else None
+        new = rollback_target(self.name, reason, old, current.tags.get(PREVIOUS_CHAMPION) if current else None,
+                              to_version, self.versions())
+        target = client.get_model_version(self.name, new)
         at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         client.set_registered_model_alias(self.name, CHAMPION, new)
         for key, value in {"rollback_by": by, "rollback_reason": reason, "rollback_at": at,

@@ -24,7 +24,6 @@ from pathlib import Path
 from include.targets.gcp.settings import GcpSettings
 from include.targets.gcp.vertex import label_value
 from include.training.outputs import ModelVersion, RegistryError, TrainingOutputs
-from include.training.registry import RollbackError
 
 log = logging.getLogger(__name__)
 
@@ -199,34 +198,17 @@ class VertexModelRegistry:
         """
         from google.api_core.exceptions import NotFound
 
+        from include.training.promotion import rollback_target
+
         name = self.gcp.model_display_name
-        if not reason or not reason.strip():
-            raise RollbackError("Say why you roll back (--reason): it is recorded with the decision.")
         try:
             current = self.client.get_model(name=f"{self.model_name}@{CHAMPION}")
         except NotFound:
-            raise RollbackError(f"{name} has no {CHAMPION}: there is nothing to roll back.") from None
-        old = current.version_id
-        asked = "version"
-        if to_version is None:
-            asked, to_version = "previous champion", current.labels.get(PREVIOUS_CHAMPION, "none")
-            if to_version in ("", "none"):
-                raise RollbackError(
-                    f"{name} v{old} is {CHAMPION} but no previous champion is recorded for it (it was the first "
-                    f"champion); pass --to-version N to choose one. Versions: {', '.join(self.versions())}.")
-        to_version = str(to_version).strip()
-        if to_version.lower().startswith("v"):
-            to_version = to_version[1:]
-        if not to_version.isdigit():
-            raise RollbackError(f"{to_version!r} is not a version number of {name}; versions: "
-                                f"{', '.join(self.versions())}.")
-        try:
-            target = self._get(to_version)
-        except RegistryError:
-            raise RollbackError(f"{name} has no {asked} {to_version!r} (v{old} is {CHAMPION}); versions: "
-                                f"{', '.join(self.versions()) or 'none'}.") from None
-        if target.version_id == old:
-            raise RollbackError(f"{name} v{old} already is {CHAMPION}: nothing to roll back.")
+            current = None
+        old = current.version_id if current is not None else None
+        wanted = rollback_target(name, reason, old, current.labels.get(PREVIOUS_CHAMPION) if current else None,
+                                 to_version, self.versions() if current is not None else [])
+        target = self._get(wanted)
         at = self._now()
         note = {"by": by, "reason": reason, "at": at}
         self._update(target, decision={"action": "restored_by_rollback", "from": old, **note})
