@@ -8,8 +8,9 @@ from include.lake import TABLES, table_uri
 ANALYST_QUERY = """
 SELECT carrier,
        count(*)                                  AS flights,
-       round(avg(delay_probability), 3)          AS predicted_delay_rate,
-       round(avg(actual_is_delayed), 3)          AS actual_delay_rate
+       -- round(double, n) is not PostgreSQL's: round(x * 10^n) / 10^n is every warehouse's
+       round(avg(delay_probability) * 1000) / 1000.0 AS predicted_delay_rate,
+       round(avg(actual_is_delayed) * 1000) / 1000.0 AS actual_delay_rate
 FROM analytics.prediction_outcomes
 WHERE flight_date BETWEEN DATE '2013-03-01' AND DATE '2013-03-07'
 GROUP BY carrier
@@ -61,8 +62,10 @@ def render(cfg: Settings, target) -> str:
     champion = target.registry.champion()
     out += ["", "Models (holdout metrics):"]
     cols, rows = wh.query("""
-        SELECT challenger_version AS version, promoted, round(challenger_auc, 4) AS xgboost_auc,
-               round(baseline_auc, 4) AS baseline_auc, round(champion_auc, 4) AS champion_auc_then, reason
+        SELECT challenger_version AS version, promoted,
+               round(challenger_auc * 10000) / 10000.0 AS xgboost_auc,
+               round(baseline_auc * 10000) / 10000.0 AS baseline_auc,
+               round(champion_auc * 10000) / 10000.0 AS champion_auc_then, reason
         FROM ops.model_decisions ORDER BY recorded_at""")
     out.append(table(cols, rows))
     if champion:
