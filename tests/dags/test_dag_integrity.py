@@ -26,6 +26,21 @@ print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()}, "
                   "seconds": elapsed, "heavy": heavy}))
 """ % (HEAVY,)
 
+# The retry policy as shipped (README: FLIGHTS_RETRIES default 3, FLIGHTS_RETRY_DELAY_S default 60).
+# tests/conftest.py lowers both for speed, so the shipped values are read in a child process
+# whose environment lacks the two variables.
+RETRY_VARIABLES = ("FLIGHTS_RETRIES", "FLIGHTS_RETRY_DELAY_S")
+SHIPPED_RETRIES, SHIPPED_RETRY_DELAY_S = 3, 60.0
+
+RETRY_PROBE = r"""
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+policy = lambda t: [t.retries, t.retry_delay.total_seconds(), t.retry_exponential_backoff]
+print(json.dumps({"errors": {k: str(v) for k, v in bag.import_errors.items()},
+                  "tasks": {d.dag_id: {t.task_id: policy(t) for t in d.tasks} for d in bag.dags.values()}}))
+"""
+
 
 @pytest.fixture(scope="module")
 def dagbag():
@@ -62,9 +77,25 @@ def test_dag_conventions(dagbag, dag_id):
     assert dag.start_date.year == 2013  # static start date
     for t in dag.tasks:
         assert t.owner == "flights-data-platform"
-        assert t.retries >= 1 and t.retry_exponential_backoff, f"{t.task_id} must retry with backoff"
+        assert t.retries == int(os.environ["FLIGHTS_RETRIES"]), f"{t.task_id} ignores FLIGHTS_RETRIES"
+        assert t.retry_exponential_backoff, f"{t.task_id} must retry with backoff"
         assert t.execution_timeout is not None, f"{t.task_id} needs an execution timeout"
         assert t.on_failure_callback, f"{t.task_id} must alert on failure"
+
+
+def test_every_task_gets_the_shipped_retry_policy():
+    env = {k: v for k, v in os.environ.items() if k not in RETRY_VARIABLES}
+    env["AIRFLOW_CONN_FLIGHTS_WAREHOUSE"] = "postgresql://u:p@127.0.0.1:1/db"
+    out = subprocess.run([sys.executable, "-c", RETRY_PROBE, str(REPO / "dags")], capture_output=True, text=True,
+                         env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["errors"] == {}
+    assert set(result["tasks"]) == {p.stem for p in DAG_FILES} and all(result["tasks"].values())
+    wrong = {f"{dag_id}.{task_id}": policy for dag_id, tasks in result["tasks"].items()
+             for task_id, policy in tasks.items() if policy != [SHIPPED_RETRIES, SHIPPED_RETRY_DELAY_S, True]}
+    assert wrong == {}, f"[retries, retry delay s, backoff] differ from the shipped {SHIPPED_RETRIES}, " \
+                        f"{SHIPPED_RETRY_DELAY_S}, True: {wrong}"
 
 
 SPARK_TASKS = {

@@ -1,5 +1,6 @@
 """The warehouse loader, against a DuckDB file and a real PostgreSQL server."""
 
+import importlib
 import uuid
 from datetime import date, datetime
 
@@ -10,13 +11,15 @@ import pytest
 from include.warehouse import LOADS
 
 
-def _export(path, days, version="1", prob=0.25):
+def _export(path, days, version="1", prob=0.25, repeat_first=False):
     rows = [
         {"flight_id": f"{d:%Y%m%d}-UA-{n}-EWR-0600", "flight_date": d, "carrier": "UA", "flight": n,
          "origin": "EWR", "dest": "ORD", "sched_dep_ts": datetime(d.year, d.month, d.day, 6),
          "delay_probability": prob, "model_name": "m", "model_version": version, "run_id": "r"}
         for d in days for n in range(1, 4)
     ]
+    if repeat_first:  # the first flight twice: the primary key refuses the second at insert time
+        rows.append({**rows[0], "delay_probability": 1 - prob})
     path.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), path / "part-0.parquet")
     return path
@@ -62,14 +65,30 @@ def test_rows_outside_the_interval_in_the_export_are_not_loaded(warehouse, tmp_p
     assert [r[0] for r in _rows(warehouse)] == [D2]
 
 
-def test_failed_load_leaves_the_previous_rows(warehouse, tmp_path):
-    warehouse.load_interval(TABLE, _export(tmp_path / "d", [D1]), D1, D1)
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    (bad / "part-0.parquet").write_bytes(b"not parquet")
-    with pytest.raises(Exception):
+def _primary_key_violation(warehouse) -> type[Exception]:
+    """The error class each database raises when an INSERT repeats a primary key."""
+    from include.warehouse.duckdb import DuckDBWarehouse
+
+    if isinstance(warehouse, DuckDBWarehouse):
+        import duckdb
+
+        return duckdb.ConstraintException
+    with warehouse.connect() as conn:  # the hook's driver: psycopg (3) or psycopg2
+        driver = type(conn).__module__.split(".")[0]
+    return importlib.import_module(f"{driver}.errors").UniqueViolation
+
+
+def test_load_failing_after_the_delete_rolls_back_to_the_previous_rows(warehouse, tmp_path):
+    warehouse.load_interval(TABLE, _export(tmp_path / "d", [D1, D2]), D1, D2)
+    before = warehouse.query(f"SELECT * FROM {TABLE} ORDER BY flight_id")[1]
+    assert len(before) == 6 and {r[0] for r in _rows(warehouse)} == {D1, D2}
+    # A readable export of D1 that breaks the table's primary key: the DELETE of D1 runs, then the
+    # INSERT fails inside the same transaction (PostgreSQL's staging table has no primary key).
+    bad = _export(tmp_path / "bad", [D1], version="2", repeat_first=True)
+    with pytest.raises(_primary_key_violation(warehouse)):
         warehouse.load_interval(TABLE, bad, D1, D1)
-    assert [r[1] for r in _rows(warehouse)] == [3]  # the transaction rolled back: nothing half-loaded
+    after = warehouse.query(f"SELECT * FROM {TABLE} ORDER BY flight_id")[1]
+    assert after == before  # rolled back: D1's rows are back as they were, not deleted or half-replaced
 
 
 def test_missing_export_is_a_clear_error(warehouse, tmp_path):

@@ -22,6 +22,7 @@ from include.config import settings
 from include.intervals import Interval
 from include.lake import landing_file, table_uri
 from include.quality.gate import QualityGateFailed, run_gate
+from include.quality.rows import MALFORMED
 from include.source.landing import land
 from include.targets.base import Target
 
@@ -208,21 +209,44 @@ def test_quarantined_share_above_threshold_blocks(spark, case):
     assert "Data Docs:" in message
 
 
-def test_row_count_far_below_the_trailing_band_blocks(spark, case, source):
-    for d in range(1, 10):  # nine days of history
+def land_history(case, source) -> None:
+    """Nine days of history before DAY, ingested, so the trailing band applies to DAY."""
+    for d in range(1, 10):
         for ds in ("flights", "weather"):
             shutil.copy(landing_file(str(source), ds, date(2013, 1, d)), Path(case.lake.landing_root) / ds)
     ingest(case, date(2013, 1, 1), DAY)
+
+
+def test_row_count_far_below_the_trailing_band_blocks(spark, case, source):
+    land_history(case, source)
     path = flights_path(case)
     write_rows(path, read_rows(path)[:101])  # 100 rows where ~900 are usual
     ingest(case)
-    blocked(case, "row_count_below_trailing_band")
+    message = blocked(case, "row_count_below_trailing_band")
+    assert "row_count_above_trailing_band" not in message
+
+
+def test_row_count_far_above_the_trailing_band_blocks(spark, case, source):
+    land_history(case, source)
+    path = flights_path(case)
+    rows = read_rows(path)
+    fi = rows[0].index("flight")
+    extra = [[*r[:fi], str(int(r[fi]) + 10000 * k), *r[fi + 1:]] for k in (1, 2) for r in rows[1:]]
+    write_rows(path, rows + extra)  # three times the usual day, every row a distinct flight
+    ingest(case)
+    assert rows_of_day(spark, case, "bronze.flights") == 3 * (len(rows) - 1)
+    assert held(spark, case) == {}  # no duplicate, no bad row: only the volume is wrong
+    message = blocked(case, "row_count_above_trailing_band")
+    assert "row_count_below_trailing_band" not in message and "quarantined_share" not in message
 
 
 # --- row level: bad rows are held with their reasons, good rows go on ---------------------------
 
 
 def test_bad_rows_are_quarantined_with_reasons_and_the_rest_pass(spark, case):
+    from spark_jobs.gold_flight_features import run as build
+    from spark_jobs.quality_gate import kept_rows
+
     path = flights_path(case)
     rows = read_rows(path)
     h = {c: i for i, c in enumerate(rows[0])}
@@ -239,10 +263,14 @@ def test_bad_rows_are_quarantined_with_reasons_and_the_rest_pass(spark, case):
         rows[i][h[col]] = value
     duplicate = list(rows[20])
     duplicate[h["dep_time"]] = "1234"  # same flight key, delivered twice with different values
-    rows.append(duplicate)
+    # the last record of the file is a complete, good flight whose transfer stopped one character
+    # into `distance`: hour, minute and time_hour are lost, the flight key is all there
+    last = rows.pop(next(i for i in range(len(rows) - 1, 30, -1) if "NA" not in rows[i]))
+    fields = last[:h["distance"]] + [last[h["distance"]][0]]
+    rows += [duplicate, last]
     text = io.StringIO()
-    csv.writer(text, lineterminator="\n").writerows(rows)
-    path.write_text(text.getvalue().rstrip("\n")[:-10], encoding="utf-8")  # and a truncated last line
+    csv.writer(text, lineterminator="\n").writerows(rows[:-1])
+    path.write_text(text.getvalue() + ",".join(fields), encoding="utf-8")
     ingest(case)
     out = gate(case)  # 9 of ~930 rows held: under the 5 % threshold, the day passes
 
@@ -251,15 +279,33 @@ def test_bad_rows_are_quarantined_with_reasons_and_the_rest_pass(spark, case):
     for reason in bad:
         assert reason in reasons, reason
     assert "duplicate_flight_key" in reasons
-    truncated = [row for row in q.values() if "malformed_row" in row["reasons"]
-                 or any(r.startswith("missing_value:") for r in row["reasons"])]
-    assert truncated, "the truncated last line is held"
+    # the truncated line itself: found by its exact content, held as malformed (too few fields)
+    as_read = dict(zip(rows[0], fields))  # every field the cut left, as the string it was delivered as
+    truncated = [row for row in q.values() if json.loads(row["raw_record"]) == as_read]
+    assert len(truncated) == 1, "the truncated last line is held, once"
+    assert truncated[0]["reasons"][0] == MALFORMED, truncated[0]["reasons"]
+    assert {"missing_value:hour", "missing_value:minute", "missing_value:time_hour"} <= set(truncated[0]["reasons"])
+    assert [row for row in q.values() if MALFORMED in row["reasons"]] == truncated  # and no other line is malformed
     assert all(row["raw_record"] and row["source_file"].endswith(".csv") and row["run_id"] == "corpus"
                for row in q.values())
     delivered = len(rows) - 1
     assert table(spark, case, "bronze.flights").count() == delivered  # bronze keeps every row as received
     assert out["suites"]["bronze/flights"] == delivered - len(q)  # the kept rows were validated
     assert out["quarantined"]["bronze/flights"] == len(q)
+
+    # nothing of the truncated line goes on: not among the rows the gate keeps, not in silver
+    bronze = table(spark, case, "bronze.flights").filter(F.col("flight_date") == DAY)
+    it = F.col("_row_id") == truncated[0]["_row_id"]
+    assert bronze.filter(it).count() == 1  # kept in bronze as received, flagged:
+    assert bronze.filter(it & (F.size("_reasons") == 0)).count() == 0  # not among the rows GX validates
+    assert kept_rows(spark, case.lake.root, "flights", bronze, DAY, DAY).filter(it).count() == 0
+    build(spark, case.lake.root, DAY, DAY)
+    silver = table(spark, case, "silver.flights").filter(F.col("flight_date") == DAY)
+    assert silver.count() > 0  # the good rows reached silver
+    same_flight = ((F.col("carrier") == last[h["carrier"]]) & (F.col("flight") == int(last[h["flight"]]))
+                   & (F.col("origin") == last[h["origin"]])
+                   & (F.col("sched_dep_time") == int(last[h["sched_dep_time"]])))
+    assert silver.filter(same_flight).count() == 0
 
 
 def test_added_column_is_accepted_with_a_warning_and_kept(spark, case):
