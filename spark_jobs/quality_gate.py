@@ -17,7 +17,6 @@ of the trailing 28 days, and the share of quarantined rows.
 from __future__ import annotations
 
 import os
-import sys
 from datetime import date, timedelta
 
 from pyspark.sql import DataFrame, SparkSession
@@ -25,7 +24,7 @@ from pyspark.sql import functions as F
 
 from include.lake import PARTITION_COLUMN, join, table_uri
 from include.quality.suites import build_suite, load_suite_dict, summarise
-from spark_jobs.session import delta_exists, get_spark, interval_args, run_job, write_json, write_text
+from spark_jobs.session import delta_exists, get_spark, interval_args, run_job, try_cast, write_json, write_text
 
 TERRITORY_AIRPORTS = ["BQN", "PSE", "SJU", "STT"]  # served from New York, missing from the airports table
 TRAILING_DAYS, MIN_HISTORY_DAYS, BAND = 28, 7, (0.5, 1.5)
@@ -66,7 +65,7 @@ def typed_for_suite(df: DataFrame, suite_dict: dict) -> DataFrame:
     numeric = {e["kwargs"]["column"] for e in suite_dict["expectations"]
                if e["type"] == "expect_column_values_to_be_between" and e["kwargs"].get("column") in df.columns}
     for c in numeric:
-        df = df.withColumn(c, F.col(c).try_cast("double"))
+        df = df.withColumn(c, try_cast(c, "double"))
     return df
 
 

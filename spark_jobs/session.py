@@ -19,7 +19,8 @@ from datetime import date
 from typing import TypeVar
 
 from pyspark import SparkConf
-from pyspark.sql import SparkSession
+from pyspark.sql import Column, SparkSession
+from pyspark.sql import functions as F
 
 T = TypeVar("T")
 
@@ -41,6 +42,9 @@ LOCAL_DEFAULTS = {
     "spark.ui.showConsoleProgress": "false",
     "spark.ui.enabled": "false",
     "spark.sql.sources.partitionOverwriteMode": "static",
+    # Spark 4's default, set for Spark 3.5 (the Azure runtimes), whose default is false: a cast that
+    # cannot convert a value fails the job there too, instead of writing a null.
+    "spark.sql.ansi.enabled": "true",
 }
 
 
@@ -107,6 +111,14 @@ def read_text(spark: SparkSession, uri: str) -> str:
         stream.close()
 
 
+def try_cast(column: str, data_type: str) -> Column:
+    """``column`` as ``data_type``, null where a value does not convert (SQL ``TRY_CAST``).
+
+    ``Column.try_cast`` exists from Spark 4.0 only; the SQL form is the same expression on Spark 3.5.
+    """
+    return F.expr(f"TRY_CAST(`{column.replace('`', '``')}` AS {data_type})")
+
+
 def delta_exists(spark: SparkSession, uri: str) -> bool:
     from delta.tables import DeltaTable
 
@@ -128,9 +140,13 @@ def replace_partitions(df, uri: str, start: date, end: date, partition_column: s
 def delta_conflicts() -> tuple[type[Exception], ...]:
     """Delta's commit-conflict errors (its Python classes share no common base)."""
     from delta import exceptions as dx
-    # The module that turns the JVM's conflict errors into these classes. Delta 4.4 imports it with the
-    # package; Delta 4.0 (the EMR runtime) does not, and its conflicts would reach Python as Py4JJavaError.
-    import delta.exceptions.captured  # noqa: F401
+
+    try:
+        # The module that turns the JVM's conflict errors into these classes. Delta 4.4 imports it with the
+        # package; Delta 4.0 (the EMR runtime) does not, and its conflicts would reach Python as Py4JJavaError.
+        import delta.exceptions.captured  # noqa: F401
+    except ModuleNotFoundError:  # Delta 3 (Spark 3.5): delta.exceptions is one module that installs it when imported
+        pass
 
     return (dx.DeltaConcurrentModificationException, dx.ConcurrentWriteException, dx.MetadataChangedException,
             dx.ProtocolChangedException, dx.ConcurrentAppendException, dx.ConcurrentDeleteReadException,

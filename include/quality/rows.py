@@ -25,7 +25,8 @@ class RowRule:
 
 
 def _num(col: str) -> Column:
-    return F.col(col).try_cast("double")
+    # SQL TRY_CAST: Column.try_cast exists from Spark 4.0 only (the Azure Spark 3.5 runtimes lack it)
+    return F.expr(f"TRY_CAST(`{col.replace('`', '``')}` AS DOUBLE)")
 
 
 def resolve(kwargs: dict, params: dict) -> dict:
