@@ -153,11 +153,12 @@ def train_and_evaluate(data_dir: Path, output_dir: Path, params: dict[str, Any] 
     metrics = {"xgboost": evaluate(hold[LABEL], xgb_hold), "baseline": evaluate(hold[LABEL], base_hold)}
     metrics["xgboost"]["best_iteration"] = float(model.best_iteration)
     used = {**p, "device": device}
-    (output_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "params": used}, indent=2))
     from include.training.report import write_report
 
     write_report(output_dir / "report.png", hold[LABEL].to_numpy(), {"xgboost": xgb_hold, "baseline": base_hold},
                  booster.get_score(importance_type="gain"))
+    # last: a folder with metrics.json holds complete outputs (include.training.outputs)
+    (output_dir / "metrics.json").write_text(json.dumps({"metrics": metrics, "params": used}, indent=2))
     return TrainingOutputs(output_dir=output_dir, metrics=metrics, params=used, device=device)
 
 
