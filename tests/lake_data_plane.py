@@ -1,11 +1,12 @@
 """The data-plane check every cloud lake gets: the real jobs write Delta through the cloud's connector.
 
-A cloud's test (``tests/aws/test_s3a_data_plane.py``, ``tests/gcp/test_gcs_data_plane.py``) supplies
-an object store on its emulator (``key``/``list``/``read``), the lake and landing URIs and a
-``spark-defaults.conf`` with the cloud's Spark settings; this module lands one real day, runs
-``ingest_bronze`` and ``build_features`` with spark-submit twice, runs them once on a local lake,
-and offers the three checks: same rows as the local lake, no duplicate after the rerun, the Delta
-log in the bucket. Tables are read back by replaying their Delta log with pyarrow, not with Spark.
+A cloud's test (``tests/aws/test_s3a_data_plane.py``, ``tests/gcp/test_gcs_data_plane.py``,
+``tests/azure/test_abfs_data_plane.py``) supplies an object store on its emulator (``key``/``list``/
+``read``), the lake and landing URIs and a ``spark-defaults.conf`` with the cloud's Spark settings,
+and may supply the function that submits a job (the local target's spark-submit by default); this
+module lands one real day, runs ``ingest_bronze`` and ``build_features`` with spark-submit twice, runs
+them once on a local lake, and offers the three checks: same rows as the local lake, no duplicate after
+the rerun, the Delta log in the bucket. Tables are read back by replaying their Delta log with pyarrow, not with Spark.
 """
 
 from __future__ import annotations
@@ -98,12 +99,13 @@ def summary(store, lake: str) -> dict[str, list]:
     return out
 
 
-def run_day_twice(conf_dir: Path, store, lake: str, landing: str, label: str) -> dict:
+def run_day_twice(conf_dir: Path, store, lake: str, landing: str, label: str, submit=None) -> dict:
     """The day's jobs by spark-submit with ``conf_dir``'s spark-defaults.conf, first run then rerun.
 
-    Returns the table summaries per run id.
+    ``submit(job, args, *, name)`` runs one job to completion (default: the local target's
+    ``LocalSparkRunner.submit``); a caller may pass another runner's. Returns the table summaries per run id.
     """
-    runner = LocalSparkRunner(settings())
+    submit = submit or LocalSparkRunner(settings()).submit
     timings: dict[str, float] = {}
     summaries = {}
     with pytest.MonkeyPatch.context() as mp:
@@ -112,8 +114,8 @@ def run_day_twice(conf_dir: Path, store, lake: str, landing: str, label: str) ->
             ref = RunRef.of(DAY, run_id)
             for task in TASKS:
                 began = time.monotonic()
-                runner.submit(JOBS[task], job_args(task, lake=lake, landing=landing, ref=ref),
-                              name=f"{label}.{task}.{DAY.key}")
+                submit(JOBS[task], job_args(task, lake=lake, landing=landing, ref=ref),
+                       name=f"{label}.{task}.{DAY.key}")
                 timings[f"{which}.{task}"] = time.monotonic() - began
             summaries[run_id] = summary(store, lake)
     print(f"spark-submit seconds: {json.dumps({k: round(v) for k, v in timings.items()})}")
