@@ -65,7 +65,8 @@ def test_layers_import_downwards_only(folder, forbidden):
 
 
 
-ENTRY_POINTS = ("include.targets.aws.sagemaker_entry", "include.targets.gcp.vertex_entry", "include.training.train")
+ENTRY_POINTS = ("include.targets.aws.sagemaker_entry", "include.targets.gcp.vertex_entry",
+                "include.targets.azure.azureml_entry", "include.training.train")
 BLOCK_AIRFLOW = """
 import importlib, sys
 class Block:
@@ -79,7 +80,7 @@ for module in sys.argv[1:]:
 
 
 def test_the_training_entry_points_import_where_airflow_is_not_installed():
-    """As in the SageMaker / Vertex AI containers: the packages around the entry points need no Airflow."""
+    """As in the SageMaker / Vertex AI / Azure ML containers: the packages around the entry points need no Airflow."""
     import subprocess
     import sys
 

@@ -141,7 +141,8 @@ def test_the_environment_holds_the_training_requirements_and_no_airflow(training
 def test_the_training_code_and_the_entry_points_import_without_airflow(training_python, sourcedir, tmp_path):
     done = _run(training_python, ["-c", "import include.training.train"], sourcedir, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    entries = "import include.targets.aws.sagemaker_entry, include.targets.gcp.vertex_entry"
+    entries = ("import include.targets.aws.sagemaker_entry, include.targets.gcp.vertex_entry, "
+               "include.targets.azure.azureml_entry")
     done = _run(training_python, ["-c", entries], sourcedir, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -162,7 +163,14 @@ def _vertex(data: Path, model: Path) -> tuple[list[str], dict[str, str]]:
             {"AIP_MODEL_DIR": str(model)})
 
 
-@pytest.mark.parametrize("entry_point", [_sagemaker, _vertex], ids=["sagemaker", "vertex"])
+def _azureml(data: Path, model: Path) -> tuple[list[str], dict[str, str]]:
+    """As the Azure ML job's command runs it (``include.targets.azure.azureml.command_line``): a file, the mounted
+    data and model folders as arguments."""
+    return (["include/targets/azure/azureml_entry.py", "--data-dir", str(data), "--model-dir", str(model),
+             *HYPERPARAMETERS], {})
+
+
+@pytest.mark.parametrize("entry_point", [_sagemaker, _vertex, _azureml], ids=["sagemaker", "vertex", "azureml"])
 def test_the_entry_point_trains_in_the_container_environment(entry_point, training_python, sourcedir, dataset,
                                                              tmp_path):
     model = tmp_path / "model"
