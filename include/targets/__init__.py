@@ -14,7 +14,8 @@ import importlib
 from include.config import ConfigError, Settings, settings
 from include.targets.base import StepBackend, Target
 
-_MODULES = {"local": "include.targets.local", "aws": "include.targets.aws", "gcp": "include.targets.gcp"}
+_MODULES = {"local": "include.targets.local", "aws": "include.targets.aws", "gcp": "include.targets.gcp",
+            "azure": "include.targets.azure"}
 
 
 def _module(cfg: Settings):

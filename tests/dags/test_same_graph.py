@@ -27,8 +27,15 @@ ENV = {
             "FLIGHTS_GCP_LAKE_BUCKET": "flights-lake-example",
             "FLIGHTS_GCP_DATAPROC_SERVICE_ACCOUNT": "flights-dataproc@flights-example.iam.gserviceaccount.com",
             "FLIGHTS_GCP_VERTEX_SERVICE_ACCOUNT": "flights-vertex@flights-example.iam.gserviceaccount.com"},
+    "azure": {"FLIGHTS_AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000000",
+              "FLIGHTS_AZURE_RESOURCE_GROUP": "flights-rg", "FLIGHTS_AZURE_LOCATION": "eastus",
+              "FLIGHTS_AZURE_STORAGE_ACCOUNT": "flightsexample", "FLIGHTS_AZURE_ML_WORKSPACE": "flights-ml",
+              "FLIGHTS_AZURE_HDINSIGHT_CLUSTER": "flights-spark"},
 }
 CLUSTER_MODES = {"aws": {"FLIGHTS_AWS_SPARK_MODE": "ec2"}, "gcp": {"FLIGHTS_GCP_SPARK_MODE": "cluster"}}
+# Other ways a target runs its Spark jobs without a per-run cluster: the same graph exactly.
+OTHER_SPARK_SERVICES = {"azure": {"FLIGHTS_AZURE_SPARK_SERVICE": "synapse", "FLIGHTS_AZURE_SYNAPSE_WORKSPACE":
+                                  "flights-synapse", "FLIGHTS_AZURE_SYNAPSE_SPARK_POOL": "flightspool"}}
 
 
 def _graph(monkeypatch, target: str, extra: dict | None = None, drop_setup_teardown: bool = False) -> dict:
@@ -48,8 +55,9 @@ def _graph(monkeypatch, target: str, extra: dict | None = None, drop_setup_teard
     for dag_id, dag in sorted(bag.dags.items()):
         skip = {t.task_id for t in dag.tasks if drop_setup_teardown and (t.is_setup or t.is_teardown)}
         out[dag_id] = {
-            t.task_id: {"upstream": sorted(t.upstream_task_ids - skip), "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule),
-                        "pool": t.pool, "group": t.task_group.group_id if t.task_group else None,
+            t.task_id: {"upstream": sorted(t.upstream_task_ids - skip),
+                        "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule), "pool": t.pool,
+                        "group": t.task_group.group_id if t.task_group else None,
                         "setup": t.is_setup, "teardown": t.is_teardown}
             for t in dag.tasks if t.task_id not in skip}
     return out
@@ -62,7 +70,9 @@ def local_graph():
 
 
 def test_every_configured_target_has_a_package():
-    assert {"local", "aws", "gcp"} <= set(_MODULES)
+    from include.config import TARGETS
+
+    assert set(TARGETS) == set(_MODULES) == set(ENV)
 
 
 @pytest.mark.parametrize("target", sorted(set(_MODULES) - {"local"}))
@@ -86,3 +96,8 @@ def test_the_graph_is_built_by_the_one_step_factory(local_graph):
     assert daily["load_flight_outcomes"]["trigger_rule"] == "none_failed"
     assert {t for t, v in daily.items() if v["pool"] == "spark"} == {
         "ingest_bronze", "validate_bronze", "build_features", "validate_gold", "score_flights"}
+
+
+@pytest.mark.parametrize("target", sorted(OTHER_SPARK_SERVICES))
+def test_another_spark_service_builds_the_same_graph(monkeypatch, local_graph, target):
+    assert _graph(monkeypatch, target, OTHER_SPARK_SERVICES[target]) == local_graph
