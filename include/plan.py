@@ -2,6 +2,7 @@
 
     python -m include.plan --target aws     # EMR, SageMaker, Redshift: rendered requests, estimated cost per run
     python -m include.plan --target gcp     # Dataproc, Vertex AI, BigQuery: rendered requests, estimated cost per run
+    python -m include.plan --target azure   # HDInsight (Livy) or Synapse, Azure ML: rendered requests, cost per run
     python -m include.plan --target local   # spark-submit command lines, warehouse, registry (cost 0)
 
 Nothing is submitted and no cloud is called. The plan walks the steps the DAGs build, in their
@@ -13,8 +14,8 @@ values the DAGs' parameters render to by default. A step the backend runs as a P
 (``None``) is shown as what that task does (a BigQuery load job and MERGE, a warehouse load,
 a local spark-submit).
 
-A cloud plan uses the target's settings (``FLIGHTS_AWS_*``, ``FLIGHTS_GCP_*``) when they are
-set, and otherwise placeholder settings (``AwsSettings.example()``, ``GcpSettings.example()``);
+A cloud plan uses the target's settings (``FLIGHTS_AWS_*``, ``FLIGHTS_GCP_*``, ``FLIGHTS_AZURE_*``)
+when they are set, and otherwise placeholder settings (``AwsSettings.example()`` and the like);
 the first line says which. Prices and durations come from ``include/pricing.json``, one dated
 table per cloud (illustrative list prices with an ``as_of`` date and a region: check them
 before relying on the totals).
@@ -36,7 +37,7 @@ from include.jobs import DEFAULT_RELEASE_REASON, JOBS, RunRef, job_args, result_
 from include.lake import export_uri
 
 PRICING_FILE = Path(__file__).with_name("pricing.json")
-PRICED_TARGETS = ("aws", "gcp")
+PRICED_TARGETS = ("aws", "gcp", "azure")
 DAY = Interval(date(2013, 3, 1), date(2013, 3, 1))
 WINDOW = Interval(date(2013, 1, 1), date(2013, 2, 28))
 RUN_ID = "scheduled__2013-03-01T00:00:00+00:00"
@@ -438,6 +439,98 @@ def gcp_plan(gcp, pricing: dict, *, backend=None, code: dict | None = None, ware
     return steps
 
 
+# --- azure -------------------------------------------------------------------------------------
+
+
+def hdinsight_share_cost(prices: dict, minutes: float) -> float:
+    """The share of the long-lived HDInsight cluster's hours that ``minutes`` of a job occupy."""
+    p = prices["hdinsight"]
+    try:
+        per_hour = sum(p["node_hour"][size] * count for size, count in p["cluster"].values())
+    except KeyError as exc:
+        raise ValueError(f"include/pricing.json has no HDInsight price for {exc}; add it under "
+                         "azure.prices.hdinsight.node_hour.") from None
+    return per_hour * minutes / 60
+
+
+def synapse_cost(prices: dict, est: dict) -> float:
+    p = prices["synapse_spark"]
+    return p["vcore_hour"] * est["vcores"] * max(est["minutes"], p["min_billed_minutes"]) / 60
+
+
+def azureml_cost(prices: dict, azure, minutes: float) -> float:
+    p = prices["azureml_training"]
+    try:
+        hourly = p["vm_hour"][azure.training_vm_size]
+    except KeyError:
+        raise ValueError(f"include/pricing.json has no Azure ML price for {azure.training_vm_size}; add it under "
+                         "azure.prices.azureml_training.vm_hour.") from None
+    cost = hourly * azure.training_instance_count * max(minutes, p["min_billed_minutes"]) / 60
+    return cost * (1 - p["low_priority_savings"]) if azure.training_low_priority else cost
+
+
+def azure_plan(azure, pricing: dict, *, backend=None, code: dict | None = None,
+               warehouse: str = "postgres") -> list[Step]:
+    """The azure plan: ``backend`` (the target's ``AzureSteps``), or one built from ``azure`` and ``code``."""
+    from include.targets.azure import azureml
+    from include.targets.azure.settings import AzureSettings
+    from include.targets.cloud.naming import short_job_name, training_job_name
+
+    if backend is None:
+        from include.targets.azure import AzureSteps, code_uris
+
+        backend = AzureSteps(azure, code or code_uris(azure.artifacts_root))
+    azure = backend.azure
+    prices, est = pricing["prices"], pricing["estimates"]
+    steps: list[Step] = []
+    for call in walk(backend):
+        spec = call.spec
+        kw = spec.kwargs if spec is not None else {}
+        name = short_job_name(call.dag_id, call.task_id, call.ref.key, call.ref.run_id, 1)
+        if call.kind == "spark" and azure.spark_service == "synapse":
+            e = _estimate(est, call.task_id, "azure")
+            steps.append(Step(call.run, call.task_id, spec.class_name, {
+                "workspace": azure.synapse_workspace, "spark_pool": kw["spark_pool"],
+                "payload": {**kw["payload"], "name": name}, "job_output": kw["job_output"]},
+                synapse_cost(prices, e), f"{e['vcores']} vCores for {e['minutes']} min"))
+        elif call.kind == "spark":
+            minutes = _estimate(est, call.task_id, "azure")["minutes"]
+            body = {"name": name, "file": kw["file"], "args": kw["args"], "pyFiles": kw["py_files"],
+                    "jars": kw["jars"], "conf": kw["conf"], "driverMemory": kw["driver_memory"],
+                    "executorMemory": kw["executor_memory"], "executorCores": kw["executor_cores"],
+                    "numExecutors": kw["num_executors"]}
+            steps.append(Step(call.run, call.task_id, spec.class_name, {
+                "POST": f"<{kw['livy_conn_id']}>/batches", "headers": kw["extra_headers"], "body": body,
+                "job_output": kw["job_output"]},
+                hdinsight_share_cost(prices, minutes), f"{minutes} min of the HDInsight cluster"))
+        elif call.kind == "load":
+            steps.append(_python_load(call, warehouse))
+        elif call.kind == "train":
+            minutes = _estimate(est, call.task_id, "azure")["minutes"]
+            job_name = training_job_name(call.dag_id, call.task_id, call.ref.key, call.ref.run_id, 1)
+            try:
+                job = azureml.command_job(AzureSettings(**kw["settings"]), name=job_name,
+                                          dataset_uri=kw["dataset_uri"], sourcedir_uri=kw["sourcedir_uri"],
+                                          params=kw["hyperparameters"], requirements=kw["requirements"])
+                request = azureml.job_request(job)
+            except ImportError as exc:
+                raise ValueError(f"The azure plan renders the Azure ML job with azure-ai-ml ({exc}); install the "
+                                 "locked requirements (make install).") from None
+            steps.append(Step(call.run, call.task_id, spec.class_name, {
+                "PUT": f"{azure.workspace_scope}/jobs/{job_name}", "body": request},
+                azureml_cost(prices, azure, minutes),
+                f"{azure.training_instance_count} x {azure.training_vm_size} for {minutes} min"
+                + (" (low priority)" if azure.training_low_priority else "")))
+        else:
+            raise ValueError(f"The azure plan cannot show {call.kind} step {call.task_id} ({spec and spec.operator}); "
+                             f"teach include.plan.azure_plan about it.")
+    for task_id, what in REGISTRY_TASKS:
+        steps.append(Step("training", task_id, "AzureMLModelRegistry",
+                          {"workspace": azure.ml_workspace, "model": azure.model_name, "call": what}, 0.0,
+                          "API calls"))
+    return steps
+
+
 # --- local -------------------------------------------------------------------------------------
 
 
@@ -527,6 +620,26 @@ def plan(target: str, pricing_file: Path = PRICING_FILE) -> str:
         return render(aws_plan(aws, pricing, backend=backend, warehouse=cfg.warehouse),
                       f"Target aws, Spark on EMR {aws.spark_mode} ({aws.emr_release}), warehouse {cfg.warehouse}; "
                       f"{source}.", pricing)
+    if target == "azure":
+        from include.targets.azure.settings import AzureSettings
+
+        if os.environ.get("FLIGHTS_AZURE_SUBSCRIPTION_ID"):
+            backend, source = module.step_backend(cfg), "settings from FLIGHTS_AZURE_* variables"
+            azure = backend.azure
+        else:
+            service = os.environ.get("FLIGHTS_AZURE_SPARK_SERVICE", "").strip().lower() or "hdinsight"
+            if service not in ("hdinsight", "synapse"):
+                raise ConfigError(f"FLIGHTS_AZURE_SPARK_SERVICE={service!r} is not supported; "
+                                  "use hdinsight or synapse.")
+            from include.targets.azure.settings import DEFAULT_SPARK_RUNTIME
+
+            azure = AzureSettings.example(spark_service=service, spark_runtime=DEFAULT_SPARK_RUNTIME[service])
+            backend, source = None, "placeholder settings (FLIGHTS_AZURE_SUBSCRIPTION_ID not set)"
+        spark = (f"HDInsight through Livy ({azure.spark_runtime})" if azure.spark_service == "hdinsight"
+                 else f"a Synapse Spark pool ({azure.spark_runtime})")
+        return render(azure_plan(azure, pricing, backend=backend, warehouse=cfg.warehouse),
+                      f"Target azure, Spark on {spark}, training on Azure ML, warehouse {cfg.warehouse}; {source}.",
+                      pricing)
     from include.targets.gcp.settings import SPARK_MODES, GcpSettings
 
     if os.environ.get("FLIGHTS_GCP_PROJECT"):
