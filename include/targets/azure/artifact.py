@@ -13,17 +13,12 @@ Blobs already in the container are left alone, so a second run writes nothing.
 
 from __future__ import annotations
 
-import logging
-import shutil
-import subprocess
 from pathlib import Path
 
-from include.config import REPO_ROOT, ConfigError
+from include.config import REPO_ROOT
 from include.targets.azure.runtimes import runtime
 from include.targets.azure.settings import AzureSettings
 from include.targets.cloud import artifact as code
-
-log = logging.getLogger(__name__)
 
 JARS_CACHE = REPO_ROOT / ".cache" / "jars-azure-delta"
 
@@ -31,39 +26,16 @@ JARS_CACHE = REPO_ROOT / ".cache" / "jars-azure-delta"
 def jar_files(azure: AzureSettings, folder: Path | None = None, fetch: bool = True) -> list[Path]:
     """The runtime's Delta jars (``delta_jar_names``) in ``folder`` (default ``JARS_CACHE``), fetched from
     Maven Central when missing."""
-    folder = JARS_CACHE if folder is None else folder
     rt = runtime(azure.spark_runtime)
-    wanted = dict(zip(rt.delta_jar_names(), rt.delta_packages()))
-    missing = [c for n, c in wanted.items() if not (folder / n).exists()]
-    if missing and fetch:
-        if shutil.which("mvn") is None:
-            raise ConfigError(f"The Delta jars {missing} are not in {folder} and Maven (mvn) is not installed to fetch "
-                              "them: apt-get install maven, or copy the jars there from Maven Central.")
-        folder.mkdir(parents=True, exist_ok=True)
-        for coordinate in missing:
-            subprocess.run(["mvn", "-q", "-B", "dependency:copy", f"-Dartifact={coordinate}",
-                            f"-DoutputDirectory={folder}", f"-Dmaven.repo.local={REPO_ROOT / '.cache' / 'm2'}"],
-                           check=True)
-    absent = [n for n in wanted if not (folder / n).exists()]
-    if absent:
-        raise ConfigError(f"Missing Delta jars {absent} in {folder} for Azure Spark runtime {rt.name}.")
-    return [folder / n for n in sorted(wanted)]
+    return code.fetch_jars(dict(zip(rt.delta_jar_names(), rt.delta_packages())),
+                           JARS_CACHE if folder is None else folder, f"Azure Spark runtime {rt.name}", fetch)
 
 
 def upload(azure: AzureSettings, store: code.ObjectStore, jars: list[Path] | None = None) -> dict[str, str]:
     """Upload the code artefact and the Delta jars; returns the code URIs and how many blobs were written."""
-    uris = code.upload(code.build_artifact(), azure.artifacts_root, store)
-    written = int(uris["written"])
     rt = runtime(azure.spark_runtime)
-    for path in jars if jars is not None else jar_files(azure):
-        uri = f"{azure.artifacts_root}/jars/{path.name}"
-        if uri not in rt.jar_uris(azure.artifacts_root):
-            raise ConfigError(f"{path.name} is not a Delta jar of Azure Spark runtime {rt.name}.")
-        if not store.exists(uri):
-            store.put(uri, path.read_bytes(), {"source": "Maven Central"})
-            written += 1
-    log.info("Artifacts under %s: %d blob(s) written", azure.artifacts_root, written)
-    return {**uris, "written": str(written)}
+    return code.upload_with_jars(azure.artifacts_root, store, jars if jars is not None else jar_files(azure),
+                                 rt.jar_uris(azure.artifacts_root), f"Azure Spark runtime {rt.name}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -156,3 +156,51 @@ def code_uris(artifact: Artifact, artifacts_root: str) -> dict[str, str]:
     """The URIs a job spec names (``prefix``, ``zip``, ``sourcedir``), without uploading anything."""
     return {"prefix": artifact.prefix(artifacts_root), "zip": artifact.zip_uri(artifacts_root),
             "sourcedir": artifact.sourcedir_uri(artifacts_root), "sha256": artifact.sha256}
+
+
+def fetch_jars(wanted: dict[str, str], folder: Path, what: str, fetch: bool = True) -> list[Path]:
+    """The jars ``wanted`` (file name -> Maven coordinate) in ``folder``, fetched with ``mvn dependency:copy``
+    from Maven Central when missing; ``what`` names the runtime in the errors."""
+    import shutil
+    import subprocess
+
+    from include.config import ConfigError
+
+    missing = [c for n, c in wanted.items() if not (folder / n).exists()]
+    if missing and fetch:
+        if shutil.which("mvn") is None:
+            raise ConfigError(f"The Delta jars {missing} are not in {folder} and Maven (mvn) is not installed to fetch "
+                              "them: apt-get install maven, or copy the jars there from Maven Central.")
+        folder.mkdir(parents=True, exist_ok=True)
+        for coordinate in missing:
+            subprocess.run(["mvn", "-q", "-B", "dependency:copy", f"-Dartifact={coordinate}",
+                            f"-DoutputDirectory={folder}", f"-Dmaven.repo.local={REPO_ROOT / '.cache' / 'm2'}"],
+                           check=True)
+    absent = [n for n in wanted if not (folder / n).exists()]
+    if absent:
+        raise ConfigError(f"Missing Delta jars {absent} in {folder} for {what}.")
+    return [folder / n for n in sorted(wanted)]
+
+
+def upload_with_jars(artifacts_root: str, store: ObjectStore, jars: list[Path], allowed: list[str],
+                     what: str) -> dict[str, str]:
+    """Upload this checkout's code artefact, then each jar under ``<artifacts root>/jars/`` unless it is there.
+
+    Args:
+        allowed: the jar URIs the runtime's jobs name (a jar not among them is refused, naming ``what``).
+    Returns:
+        The code URIs of ``upload``, ``written`` counting the jars too.
+    """
+    from include.config import ConfigError
+
+    uris = upload(build_artifact(), artifacts_root, store)
+    written = int(uris["written"])
+    for path in jars:
+        uri = f"{artifacts_root}/jars/{path.name}"
+        if uri not in allowed:
+            raise ConfigError(f"{path.name} is not a Delta jar of {what}.")
+        if not store.exists(uri):
+            store.put(uri, path.read_bytes(), {"source": "Maven Central"})
+            written += 1
+    log.info("Artifacts under %s: %d object(s) written", artifacts_root, written)
+    return {**uris, "written": str(written)}

@@ -12,17 +12,12 @@ Objects already in the bucket are left alone, so a second run writes nothing.
 
 from __future__ import annotations
 
-import logging
-import shutil
-import subprocess
 from pathlib import Path
 
-from include.config import REPO_ROOT, ConfigError
+from include.config import REPO_ROOT
 from include.targets.cloud import artifact as code
 from include.targets.gcp.runtimes import runtime
 from include.targets.gcp.settings import GcpSettings
-
-log = logging.getLogger(__name__)
 
 JARS_CACHE = REPO_ROOT / ".cache" / "jars-dataproc"
 
@@ -33,36 +28,15 @@ def jar_files(gcp: GcpSettings, folder: Path = JARS_CACHE, fetch: bool = True) -
     scalas = {rt.scala} | ({rt.image_scala} if gcp.spark_mode == "cluster" else set())
     wanted = {name: coordinate for scala in sorted(scalas)
               for name, coordinate in zip(rt.delta_jar_names(scala), rt.delta_packages(scala))}
-    missing = [c for n, c in wanted.items() if not (folder / n).exists()]
-    if missing and fetch:
-        if shutil.which("mvn") is None:
-            raise ConfigError(f"The Delta jars {missing} are not in {folder} and Maven (mvn) is not installed to fetch "
-                              "them: apt-get install maven, or copy the jars there from Maven Central.")
-        folder.mkdir(parents=True, exist_ok=True)
-        for coordinate in missing:
-            subprocess.run(["mvn", "-q", "-B", "dependency:copy", f"-Dartifact={coordinate}",
-                            f"-DoutputDirectory={folder}", f"-Dmaven.repo.local={REPO_ROOT / '.cache' / 'm2'}"],
-                           check=True)
-    absent = [n for n in wanted if not (folder / n).exists()]
-    if absent:
-        raise ConfigError(f"Missing Delta jars {absent} in {folder} for Dataproc runtime {rt.version}.")
-    return [folder / n for n in sorted(wanted)]
+    return code.fetch_jars(wanted, folder, f"Dataproc runtime {rt.version}", fetch)
 
 
 def upload(gcp: GcpSettings, store: code.ObjectStore, jars: list[Path] | None = None) -> dict[str, str]:
     """Upload the code artefact and the Delta jars; returns the code URIs and how many objects were written."""
-    uris = code.upload(code.build_artifact(), gcp.artifacts_root, store)
-    written = int(uris["written"])
     rt = runtime(gcp.dataproc_runtime)
-    for path in jars if jars is not None else jar_files(gcp):
-        uri = f"{gcp.artifacts_root}/jars/{path.name}"
-        if uri not in rt.jar_uris(gcp.artifacts_root, rt.scala) + rt.jar_uris(gcp.artifacts_root, rt.image_scala):
-            raise ConfigError(f"{path.name} is not a Delta jar of Dataproc runtime {rt.version}.")
-        if not store.exists(uri):
-            store.put(uri, path.read_bytes(), {"source": "Maven Central"})
-            written += 1
-    log.info("Artifacts under %s: %d object(s) written", gcp.artifacts_root, written)
-    return {**uris, "written": str(written)}
+    allowed = rt.jar_uris(gcp.artifacts_root, rt.scala) + rt.jar_uris(gcp.artifacts_root, rt.image_scala)
+    return code.upload_with_jars(gcp.artifacts_root, store, jars if jars is not None else jar_files(gcp), allowed,
+                                 f"Dataproc runtime {rt.version}")
 
 
 def main(argv: list[str] | None = None) -> int:
