@@ -42,7 +42,8 @@ from tests.lake_data_plane import (DAY, check_delta_log_in_bucket, check_rerun_d
 
 pytestmark = pytest.mark.slow
 
-CONTAINER = "flights-lake-dataplane"  # its own container: the other Azure tests seed the example lake container
+CONTAINER = "flights-lake-dataplane"  # its own containers: the other Azure tests use the example ones
+ARTIFACTS = "flights-artifacts-dataplane"
 
 
 def emulator_conf(azure: AzureSettings, jars: Path) -> dict[str, str]:
@@ -73,7 +74,7 @@ def data_plane(azurite, tmp_path_factory):
     """The day run twice on the container's lake by spark-submit; returns the store, URIs and table summaries."""
     jars = azure_jars_dir()
     azure = AzureSettings.example(storage_account=azurite.account, blob_endpoint=azurite.blob_endpoint,
-                                  lake_container=CONTAINER)
+                                  lake_container=CONTAINER, artifacts_container=ARTIFACTS)
     client = ensure_containers(azurite, CONTAINER)
     lake, landing = over_http(azure.lake_root), over_http(azure.landing_root)
 

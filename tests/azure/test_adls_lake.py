@@ -14,6 +14,7 @@ from include.targets.azure.adls import (EMULATOR_KEY, MSI_TOKEN_PROVIDER, AdlsLa
 from include.targets.azure.runtimes import runtime
 from include.targets.azure.settings import AzureSettings
 from include.targets.cloud import artifact
+from tests.azure.conftest import ensure_containers
 
 CLIENT_ID = "11111111-2222-3333-4444-555555555555"
 ON_EMULATOR = AzureSettings.example(storage_account="devstoreaccount1",
@@ -81,15 +82,20 @@ def test_local_dir_downloads_a_prefix_once(azure, containers, tmp_path):
     assert (local / "sub" / "part-1.parquet").read_bytes() == b"PAR1PAR1"
 
 
-def test_code_artefact_is_uploaded_once(azure, containers):
+def test_code_artefact_is_uploaded_once(azure, azurite, containers):
+    import dataclasses
+    import uuid
+
+    azure = dataclasses.replace(azure, artifacts_container=f"upload-{uuid.uuid4().hex[:12]}")  # nothing there yet
+    ensure_containers(azurite, azure.artifacts_container)
     built = artifact.build_artifact()
     store = BlobStore(containers)
     first = artifact.upload(built, azure.artifacts_root, store)
-    assert first["zip"] == (f"abfss://artifacts@devstoreaccount1.dfs.core.windows.net/artifacts/code/"
-                            f"{built.sha256}/flights.zip")
+    assert first["zip"] == (f"abfss://{azure.artifacts_container}@devstoreaccount1.dfs.core.windows.net/artifacts/"
+                            f"code/{built.sha256}/flights.zip")
     assert int(first["written"]) == len(built.scripts) + 2  # the zip, the training sourcedir, one script per job
     assert artifact.upload(built, azure.artifacts_root, store)["written"] == "0"  # same digest: nothing written
-    blob = containers.get_blob_client("artifacts", split_azure_uri(first["zip"]).path)
+    blob = containers.get_blob_client(azure.artifacts_container, split_azure_uri(first["zip"]).path)
     assert blob.download_blob().readall() == built.zip_bytes
     assert blob.get_blob_properties().metadata == {"source_sha256": built.sha256}  # C# identifiers only
     assert store.exists(built.script_uri(azure.artifacts_root, "bronze_landing"))
