@@ -40,6 +40,35 @@ def gate(lake_root: str, suite: str, table: str, ok: bool) -> bytes:
     return json.dumps({"success": ok, "suites": [summary]}).encode()
 
 
+def seed_day(put, lake_root: str, landing: str, day: date, *, bronze_ok: bool = True, scored: bool = False) -> None:
+    """What the landing delivery and each Spark job of ``day`` would write, through ``put(uri, body)``.
+
+    The day's landing files, the bronze and gold gate summaries (bronze failing unless ``bronze_ok``),
+    the outcomes export (two flights), and with ``scored`` the predictions gate and export (one flight,
+    model version 1).
+    """
+    from include.intervals import Interval
+    from include.jobs import RunRef, result_uri
+
+    ref = RunRef.of(Interval(day, day), run_id(day))
+    for ds in ("flights", "weather"):
+        put(f"{landing}/{ds}/{ds}_{day:%Y-%m-%d}.csv", f"year,month,day\n{day.year},{day.month},{day.day}\n".encode())
+    put(result_uri(lake_root, "bronze", ref), gate(lake_root, "bronze/flights", "bronze.flights", bronze_ok))
+    put(result_uri(lake_root, "gold", ref), gate(lake_root, "gold/flight_features", "gold.flight_features", True))
+    put(f"{lake_root}/exports/flight_outcomes/{ref.key}/part-0.parquet",
+        parquet({"flight_id": [f"{ref.key}-UA-1", f"{ref.key}-B6-2"], "flight_date": [day, day],
+                 "dep_delay": [3.0, -1.0], "arr_delay": [20.0, -4.0], "is_delayed": [1, 0],
+                 "cancelled": [False, False]}))
+    if scored:
+        put(result_uri(lake_root, "predictions", ref),
+            gate(lake_root, "predictions/flight_delay_risk", "predictions.flight_delay_risk", True))
+        put(f"{lake_root}/exports/predictions/{ref.key}/part-0.parquet", parquet({
+            "flight_id": [f"{ref.key}-UA-1"], "flight_date": [day], "carrier": ["UA"], "flight": [1],
+            "origin": ["EWR"], "dest": ["ORD"], "sched_dep_ts": [datetime(day.year, day.month, day.day, 7)],
+            "delay_probability": [0.4], "model_name": ["flights-delay-xgboost"], "model_version": ["1"],
+            "run_id": [run_id(day)]}))
+
+
 def dag(dag_id: str):
     from airflow.dag_processing.dagbag import DagBag
 

@@ -17,7 +17,7 @@ same server, ``test_abfs_data_plane.py`` the real jobs on the emulated storage.
 from __future__ import annotations
 
 import json
-from datetime import date, datetime
+from datetime import date
 
 import pytest
 
@@ -25,8 +25,8 @@ from include.config import settings
 from include.intervals import Interval
 from include.jobs import JOBS, RunRef, job_args, result_uri, training_set_uri
 from include.targets.cloud.naming import short_job_name
-from tests.dag_runs import dag as _dag, gate as _gate, parquet as _parquet, run as _run, run_id as _run_id
-from tests.dag_runs import states as _states, tis as _tis, train_small_model
+from tests.dag_runs import dag as _dag, run as _run, run_id as _run_id
+from tests.dag_runs import seed_day as _seed, states as _states, tis as _tis, train_small_model
 
 ACCOUNT = "devstoreaccount1"
 LAKE_ROOT = f"abfss://lake@{ACCOUNT}.dfs.core.windows.net/lake"
@@ -55,24 +55,7 @@ def _put(client, uri: str, body: bytes) -> None:
 
 def _seed_day(client, day: date, *, bronze_ok: bool = True, scored: bool = False) -> None:
     """What the landing delivery and each Livy batch of the day would write."""
-    ref = RunRef.of(Interval(day, day), _run_id(day))
-    for ds in ("flights", "weather"):
-        _put(client, f"{LANDING}/{ds}/{ds}_{day:%Y-%m-%d}.csv", b"year,month,day\n2013,8,3\n")
-    _put(client, result_uri(LAKE_ROOT, "bronze", ref), _gate(LAKE_ROOT, "bronze/flights", "bronze.flights", bronze_ok))
-    _put(client, result_uri(LAKE_ROOT, "gold", ref),
-         _gate(LAKE_ROOT, "gold/flight_features", "gold.flight_features", True))
-    _put(client, f"{LAKE_ROOT}/exports/flight_outcomes/{ref.key}/part-0.parquet",
-         _parquet({"flight_id": [f"{ref.key}-UA-1", f"{ref.key}-B6-2"], "flight_date": [day, day],
-                   "dep_delay": [3.0, -1.0], "arr_delay": [20.0, -4.0], "is_delayed": [1, 0],
-                   "cancelled": [False, False]}))
-    if scored:
-        _put(client, result_uri(LAKE_ROOT, "predictions", ref),
-             _gate(LAKE_ROOT, "predictions/flight_delay_risk", "predictions.flight_delay_risk", True))
-        _put(client, f"{LAKE_ROOT}/exports/predictions/{ref.key}/part-0.parquet", _parquet({
-            "flight_id": [f"{ref.key}-UA-1"], "flight_date": [day], "carrier": ["UA"], "flight": [1],
-            "origin": ["EWR"], "dest": ["ORD"], "sched_dep_ts": [datetime(day.year, day.month, day.day, 7)],
-            "delay_probability": [0.4], "model_name": ["flights-delay-xgboost"], "model_version": ["1"],
-            "run_id": [_run_id(day)]}))
+    _seed(lambda uri, body: _put(client, uri, body), LAKE_ROOT, LANDING, day, bronze_ok=bronze_ok, scored=scored)
 
 
 def _wh(sql: str):
