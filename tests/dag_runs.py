@@ -108,3 +108,31 @@ def train_small_model(folder: Path):
     frame[LABEL] = (rng.random(len(frame)) < 1 / (1 + np.exp(-3 * (frame["sched_dep_hour"].abs() - 0.7)))).astype(int)
     frame.to_parquet(data / "part-0.parquet")
     return train_and_evaluate(data, folder / "model", {"n_estimators": 40}), data / "part-0.parquet"
+
+
+def render(value, ctx: dict):
+    """``value`` (a string, or lists and dicts of them) with its Jinja templates rendered in ``ctx``."""
+    import jinja2
+
+    if isinstance(value, str):
+        return jinja2.Environment().from_string(value).render(**ctx) if "{{" in value else value
+    if isinstance(value, list):
+        return [render(v, ctx) for v in value]
+    if isinstance(value, dict):
+        return {k: render(v, ctx) for k, v in value.items()}
+    return value
+
+
+class PlanTI:
+    """What the DAGs' templates read at run time, as the explain plan renders them: the interval or window
+    XCom of ``ref`` and the plan's champion (``include.plan.CHAMPION``)."""
+
+    def __init__(self, ref):
+        self.ref = ref
+
+    def xcom_pull(self, task_ids: str, key: str | None = None):
+        from include import plan
+
+        if task_ids == "find_champion":
+            return plan.CHAMPION
+        return {"start": self.ref.start, "end": self.ref.end, "key": self.ref.key, "run_key": self.ref.run_key}

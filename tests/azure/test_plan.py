@@ -14,6 +14,7 @@ from include.config import REPO_ROOT, settings
 from include.jobs import RunRef, job_args
 from include.targets.azure.settings import AzureSettings
 from include.targets.cloud.naming import short_job_name
+from tests.dag_runs import PlanTI as _TI, render as _render
 
 CODE = {"prefix": "abfss://artifacts@flightsexample.dfs.core.windows.net/artifacts/code/abc123",
         "zip": "abfss://artifacts@flightsexample.dfs.core.windows.net/artifacts/code/abc123/flights.zip",
@@ -29,28 +30,6 @@ AZURE_ENV = {"FLIGHTS_TARGET": "azure", "FLIGHTS_AZURE_SUBSCRIPTION_ID": "000000
 
 def _steps(azure: AzureSettings | None = None, pricing: dict | None = None) -> list[plan.Step]:
     return plan.azure_plan(azure or AzureSettings.example(), pricing or plan.load_pricing("azure"), code=CODE)
-
-
-def _render(value, ctx: dict):
-    import jinja2
-
-    if isinstance(value, str):
-        return jinja2.Environment().from_string(value).render(**ctx) if "{{" in value else value
-    if isinstance(value, list):
-        return [_render(v, ctx) for v in value]
-    if isinstance(value, dict):
-        return {k: _render(v, ctx) for k, v in value.items()}
-    return value
-
-
-class _TI:
-    def __init__(self, ref: RunRef):
-        self.ref = ref
-
-    def xcom_pull(self, task_ids: str, key: str | None = None):
-        if task_ids == "find_champion":
-            return plan.CHAMPION
-        return {"start": self.ref.start, "end": self.ref.end, "key": self.ref.key, "run_key": self.ref.run_key}
 
 
 @pytest.fixture(scope="module", params=["hdinsight", "synapse"])

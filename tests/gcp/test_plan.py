@@ -14,6 +14,7 @@ from include.config import REPO_ROOT, settings
 from include.jobs import DEFAULT_RELEASE_REASON, JOBS, RunRef, job_args, result_uri, training_set_uri
 from include.targets.gcp import dataproc
 from include.targets.gcp.settings import GcpSettings
+from tests.dag_runs import PlanTI as _TI, render as _render
 
 CODE = {"prefix": "gs://flights-artifacts-example/artifacts/code/abc123",
         "zip": "gs://flights-artifacts-example/artifacts/code/abc123/flights.zip",
@@ -31,30 +32,6 @@ def _steps(gcp: GcpSettings | None = None, pricing: dict | None = None) -> list[
 
 
 # --- the plan walks the DAGs' own steps -----------------------------------------------------------
-
-
-def _render(value, ctx: dict):
-    import jinja2
-
-    if isinstance(value, str):
-        return jinja2.Environment().from_string(value).render(**ctx) if "{{" in value else value
-    if isinstance(value, list):
-        return [_render(v, ctx) for v in value]
-    if isinstance(value, dict):
-        return {k: _render(v, ctx) for k, v in value.items()}
-    return value
-
-
-class _TI:
-    """What the templates read at run time: the interval / window XCom and the champion."""
-
-    def __init__(self, ref: RunRef):
-        self.ref = ref
-
-    def xcom_pull(self, task_ids: str, key: str | None = None):
-        if task_ids == "find_champion":
-            return plan.CHAMPION
-        return {"start": self.ref.start, "end": self.ref.end, "key": self.ref.key, "run_key": self.ref.run_key}
 
 
 @pytest.fixture(scope="module", params=["serverless", "cluster"])
