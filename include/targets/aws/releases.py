@@ -63,7 +63,8 @@ RUNTIMES: dict[str, Runtime] = {
              "no Spark API newer than 4.0; the delta-spark 4.0.0 wheel lacks delta.exceptions "
              "(delta-io/delta#4755), so Delta's Python comes from the jar.",
     ),
-    # The last Spark 3 line on EMR 7: NOT compatible with the jobs as pinned (Spark 3.5, Scala 2.12, Delta 3.3).
+    # The last Spark 3 line on EMR 7 (Spark 3.5, Scala 2.12, Delta 3.3): not the pair the jobs are verified on
+    # here. They run on Spark 3.5 with Delta 3.2.1 (tests/spark_jobs/test_spark3_line.py); Delta 3.3 was not tried.
     "emr-7.12.0": Runtime(
         name="emr-7.12.0",
         spark="3.5.6-amzn-1",
