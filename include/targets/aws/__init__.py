@@ -57,16 +57,13 @@ class S3Lake:
         return json.loads(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
 
     def local_dir(self, uri: str) -> Path:
+        from include.targets.cloud.mirror import mirror
+
         bucket, prefix = split_s3(uri.rstrip("/") + "/")
-        target = self.cache_dir / bucket / prefix
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for obj in page.get("Contents", []):
-                dest = target / obj["Key"][len(prefix):]
-                if dest.exists() and dest.stat().st_size == obj["Size"]:
-                    continue
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                self.s3.download_file(bucket, obj["Key"], str(dest))
-        return target
+        objects = (obj for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+                   for obj in page.get("Contents", []))
+        return mirror(((o["Key"][len(prefix):], o["Size"], o["Key"]) for o in objects),
+                      self.cache_dir / bucket / prefix, lambda key, path: self.s3.download_file(bucket, key, str(path)))
 
 
 class EmrServerlessSparkRunner:

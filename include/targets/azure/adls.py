@@ -146,20 +146,18 @@ class AdlsLake(_Blobs):
     def local_dir(self, uri: str) -> Path:
         """Download the blobs under ``uri`` into ``<cache>/<account>/<container>/<prefix>``; files of the same
         size are kept, folder markers skipped."""
+        from include.targets.cloud.mirror import mirror
+
         container, prefix = self.locate(uri.rstrip("/") + "/")
-        target = self.cache_dir / self.client.account_name / container.container_name / prefix
-        for blob in container.list_blobs(name_starts_with=prefix, include=["metadata"]):
-            if blob.name.endswith("/") or (blob.metadata or {}).get(FOLDER_MARKER, "").lower() == "true":
-                continue  # a directory: ABFS's marker blob (no hierarchical namespace) or an ADLS Gen2 folder
-            dest = target / blob.name[len(prefix):]
-            if dest.exists() and dest.stat().st_size == blob.size:
-                continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            partial = dest.with_name(dest.name + ".part")
-            with partial.open("wb") as out:
+        blobs = [b for b in container.list_blobs(name_starts_with=prefix, include=["metadata"])
+                 if (b.metadata or {}).get(FOLDER_MARKER, "").lower() != "true"]  # ABFS's directory markers
+
+        def download(blob, path: Path) -> None:
+            with path.open("wb") as out:
                 container.download_blob(blob.name).readinto(out)
-            partial.replace(dest)  # never leave a truncated file under the final name
-        return target
+
+        return mirror(((b.name[len(prefix):], b.size, b) for b in blobs),
+                      self.cache_dir / self.client.account_name / container.container_name / prefix, download)
 
 
 class BlobStore(_Blobs, ObjectStore):

@@ -83,19 +83,12 @@ class GcsLake:
 
     def local_dir(self, uri: str) -> Path:
         """Download the objects under ``uri`` into ``<cache>/<bucket>/<prefix>``; files of the same size are kept."""
+        from include.targets.cloud.mirror import mirror
+
         bucket, prefix = split_gs(uri.rstrip("/") + "/")
-        target = self.cache_dir / bucket / prefix
-        for blob in self.client.list_blobs(bucket, prefix=prefix):
-            if blob.name.endswith("/"):
-                continue  # a folder placeholder written by the Hadoop connector, not a file
-            dest = target / blob.name[len(prefix):]
-            if dest.exists() and dest.stat().st_size == blob.size:
-                continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            partial = dest.with_name(dest.name + ".part")
-            blob.download_to_filename(str(partial))
-            partial.replace(dest)  # never leave a truncated file under the final name
-        return target
+        blobs = self.client.list_blobs(bucket, prefix=prefix)  # names ending in "/": the connector's folders
+        return mirror(((b.name[len(prefix):], b.size, b) for b in blobs), self.cache_dir / bucket / prefix,
+                      lambda blob, path: blob.download_to_filename(str(path)))
 
 
 class GcsStore(ObjectStore):

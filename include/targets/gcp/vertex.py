@@ -196,13 +196,10 @@ class VertexTrainer:
         bucket, prefix = split_gs(model_dir.rstrip("/") + "/")
         out = self.cache_dir / (trained.get("display_name") or name.rsplit("/", 1)[-1])
         if not (out / self.FILES_LAST).exists():
-            blobs = [b for b in self.storage.list_blobs(bucket, prefix=prefix) if not b.name.endswith("/")]
-            for blob in sorted(blobs, key=lambda b: (b.name == prefix + self.FILES_LAST, b.name)):
-                dest = out / blob.name[len(prefix):]
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                partial = dest.with_name(dest.name + ".part")
-                blob.download_to_filename(str(partial))
-                partial.replace(dest)
+            from include.targets.cloud.mirror import mirror
+
+            mirror(((b.name[len(prefix):], b.size, b) for b in self.storage.list_blobs(bucket, prefix=prefix)), out,
+                   lambda blob, path: blob.download_to_filename(str(path)), last=self.FILES_LAST)
         try:
             return read_outputs(out, model_uri=model_dir.rstrip("/"), where=model_dir)
         except ValueError as exc:

@@ -248,14 +248,11 @@ class VertexModelRegistry:
         if (target / "model.json").exists():
             return target
         uri = self.bundle_uri(version)
+        from include.targets.cloud.mirror import mirror
+
         bucket, prefix = split_gs(uri + "/")
-        blobs = [b for b in self.storage.list_blobs(bucket, prefix=prefix) if not b.name.endswith("/")]
-        for blob in sorted(blobs, key=lambda b: (b.name == prefix + "model.json", b.name)):  # model.json last
-            dest = target / blob.name[len(prefix):]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            partial = dest.with_name(dest.name + ".part")
-            blob.download_to_filename(str(partial))
-            partial.replace(dest)
+        mirror(((b.name[len(prefix):], b.size, b) for b in self.storage.list_blobs(bucket, prefix=prefix)), target,
+               lambda blob, path: blob.download_to_filename(str(path)), last="model.json")
         if not (target / "model.json").exists():
             raise RegistryError(f"{uri} holds no model.json: it was not written by the project's trainer.")
         return target
