@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-JARS_FOLDER = "jars"  # under the artifacts root, next to code/
+from include.targets.cloud import delta_jars
 
 # The Spark 3 line the jobs are tested on, and the delta-spark release they are tested with there
 # (the pins of scripts/spark3-requirements.txt; tests/azure/test_runtimes.py keeps them equal).
@@ -51,17 +51,17 @@ class Runtime:
     @property
     def delta_artifact(self) -> str:
         """Maven artifact of Delta's Spark connector: ``delta-core`` up to Delta 2.x, ``delta-spark`` from 3.0."""
-        return "delta-spark" if self.delta_major >= 3 else "delta-core"
+        return delta_jars.connector(self.delta)
 
     def delta_jar_names(self) -> tuple[str, str]:
         """The connector jar (it also holds Delta's Python package, so it goes on pyFiles too) and delta-storage."""
-        return (f"{self.delta_artifact}_{self.scala}-{self.delta}.jar", f"delta-storage-{self.delta}.jar")
+        return delta_jars.jar_names(self.scala, self.delta)
 
     def delta_packages(self) -> tuple[str, str]:
-        return (f"io.delta:{self.delta_artifact}_{self.scala}:{self.delta}", f"io.delta:delta-storage:{self.delta}")
+        return delta_jars.packages(self.scala, self.delta)
 
     def jar_uris(self, artifacts_root: str) -> list[str]:
-        return [f"{artifacts_root.rstrip('/')}/{JARS_FOLDER}/{n}" for n in self.delta_jar_names()]
+        return delta_jars.jar_uris(artifacts_root, self.scala, self.delta)
 
 
 RUNTIMES: dict[str, Runtime] = {

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-JARS_FOLDER = "jars"  # under the artifacts root, next to code/
+from include.targets.cloud import delta_jars
 
 
 @dataclass(frozen=True)
@@ -52,15 +52,15 @@ class Runtime:
 
     def delta_jar_names(self, scala: str | None = None) -> tuple[str, str]:
         """File names of the two Delta jars (as Maven Central names them) for ``scala`` (default: Serverless)."""
-        return (f"delta-spark_{scala or self.scala}-{self.delta}.jar", f"delta-storage-{self.delta}.jar")
+        return delta_jars.jar_names(scala or self.scala, self.delta)
 
     def delta_packages(self, scala: str | None = None) -> tuple[str, str]:
         """Maven coordinates of the same jars (what the jar upload fetches, or ``spark.jars.packages``)."""
-        return (f"io.delta:delta-spark_{scala or self.scala}:{self.delta}", f"io.delta:delta-storage:{self.delta}")
+        return delta_jars.packages(scala or self.scala, self.delta)
 
     def jar_uris(self, artifacts_root: str, scala: str | None = None) -> list[str]:
         """The Delta jars' URIs in the artifacts bucket: ``<artifacts root>/jars/<file>``."""
-        return [f"{artifacts_root.rstrip('/')}/{JARS_FOLDER}/{n}" for n in self.delta_jar_names(scala)]
+        return delta_jars.jar_uris(artifacts_root, scala or self.scala, self.delta)
 
 
 RUNTIMES: dict[str, Runtime] = {
