@@ -7,9 +7,14 @@ the flight's day.
 
 from __future__ import annotations
 
+from datetime import date
+
 LABEL = "is_delayed"  # arrival delay >= 15 minutes; null for cancelled / diverted flights
 DELAY_THRESHOLD_MINUTES = 15
 HISTORY_DAYS = 28
+# The data set's first day (the daily DAG's start_date): a day within HISTORY_DAYS of it has fewer
+# days of history, and its gold rows say how many (``history_days_available``).
+HISTORY_START = date(2013, 1, 1)
 
 KEY_COLUMNS = ["flight_id", "flight_date", "carrier", "flight", "origin", "dest", "tailnum", "sched_dep_ts"]
 

@@ -5,20 +5,25 @@ scheduled departure) and MERGEd: a rerun updates, inserts, and deletes rows of t
 interval no longer delivered, and touches nothing outside it. Gold features for day D
 use only pre-departure facts about the flight and outcomes of days strictly before D.
 
+Those days must be in silver and current before gold is computed (``spark_jobs.history``):
+a day whose history is missing, blocked or stale fails, naming the days, and is retried
+while an earlier run builds them. ``silver.flight_days`` and ``gold.feature_days`` record
+what each day was built from.
+
     spark-submit spark_jobs/gold_flight_features.py --lake LAKE \
         --start 2013-01-01 --end 2013-01-31 --run-id RUN_ID
 """
 
 from __future__ import annotations
 
-import sys
 from datetime import date, timedelta
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from include.features import DELAY_THRESHOLD_MINUTES, FEATURES, HISTORY_DAYS, KEY_COLUMNS, LABEL
+from include.features import DELAY_THRESHOLD_MINUTES, FEATURES, HISTORY_DAYS, HISTORY_START, KEY_COLUMNS, LABEL
 from include.lake import PARTITION_COLUMN, export_uri, table_uri
+from spark_jobs.history import record_gold_days, record_silver_days, require_history
 from spark_jobs.quality_gate import kept_rows
 from spark_jobs.session import delta_exists, get_spark, interval_args, replace_partitions, run_job, with_commit_retry
 
@@ -167,8 +172,13 @@ def build_features(
         .withColumn("day_of_month", F.dayofmonth(PARTITION_COLUMN))
         .withColumn("plane_age", (F.col("year") - F.col("year_built")).cast("double"))
         .fillna(0.0, subset=[f"carrier_flights_{HISTORY_DAYS}d", f"route_flights_{HISTORY_DAYS}d"])
+        # days of history the day had: fewer only within HISTORY_DAYS of the data set's first day
+        .withColumn("history_days_available",
+                    F.least(F.lit(HISTORY_DAYS),
+                            F.greatest(F.lit(0), F.datediff(PARTITION_COLUMN, F.lit(HISTORY_START)))))
     )
-    return out.select(*KEY_COLUMNS, *[c for c in FEATURES if c not in KEY_COLUMNS], LABEL, "cancelled")
+    return out.select(*KEY_COLUMNS, *[c for c in FEATURES if c not in KEY_COLUMNS], LABEL, "cancelled",
+                      "history_days_available")
 
 
 def merge_silver_flights(spark: SparkSession, updates: DataFrame, uri: str, start: date, end: date) -> None:
@@ -206,7 +216,9 @@ def merge_silver_flights(spark: SparkSession, updates: DataFrame, uri: str, star
     with_commit_retry(merge, uri)
 
 
-def run(spark: SparkSession, lake: str, start: date, end: date) -> dict[str, int]:
+def build_silver(spark: SparkSession, lake: str, start: date, end: date, run_id: str = "") -> DataFrame:
+    """Bronze -> silver for [start, end] (flights MERGEd, weather replaced, dimension snapshots), recorded per day
+    in ``silver.flight_days``. Returns the whole silver flights table."""
     def bronze(name: str) -> DataFrame:
         return spark.read.format("delta").load(table_uri(lake, f"bronze.{name}"))
 
@@ -225,6 +237,14 @@ def run(spark: SparkSession, lake: str, start: date, end: date) -> dict[str, int
                           .save(uri), uri)
 
     silver = spark.read.format("delta").load(table_uri(lake, "silver.flights"))
+    record_silver_days(spark, lake, silver, start, end, run_id)
+    return silver
+
+
+def run(spark: SparkSession, lake: str, start: date, end: date, run_id: str = "") -> dict[str, int]:
+    silver = build_silver(spark, lake, start, end, run_id)
+    # the days before the interval must be in silver and current: features are never computed from a gap
+    require_history(spark, lake, start, end)
     window = silver.filter(_between(PARTITION_COLUMN, start - timedelta(days=HISTORY_DAYS), end))
     weather = spark.read.format("delta").load(table_uri(lake, "silver.weather"))
     planes = spark.read.format("delta").load(table_uri(lake, "silver.planes"))
@@ -239,14 +259,16 @@ def run(spark: SparkSession, lake: str, start: date, end: date) -> dict[str, int
 
     gold = spark.read.format("delta").load(table_uri(lake, "gold.flight_features")).filter(
         _between(PARTITION_COLUMN, start, end))
+    per_day = {r[PARTITION_COLUMN]: r["count"] for r in gold.groupBy(PARTITION_COLUMN).count().collect()}
+    record_gold_days(spark, lake, per_day, start, end, run_id)
     return {"silver.flights": silver.filter(_between(PARTITION_COLUMN, start, end)).count(),
-            "gold.flight_features": gold.count()}
+            "gold.flight_features": sum(per_day.values())}
 
 
 def main(argv: list[str] | None = None) -> None:
     a = interval_args(__doc__).parse_args(argv)
     spark = get_spark(f"gold_flight_features_{a.start}_{a.end}")
-    counts = run(spark, a.lake, a.start, a.end)
+    counts = run(spark, a.lake, a.start, a.end, a.run_id)
     print(f"rows for {a.start}..{a.end}: {counts}")
 
 

@@ -2,7 +2,9 @@
 
 Rows without a label (cancelled or diverted flights) are left out. The split column is
 ``train`` / ``validation`` / ``holdout`` by flight date (the last days are the holdout).
-The trainer, local or managed, reads this folder.
+The trainer, local or managed, reads this folder. A window with a day whose gold is missing, or
+was built from silver that has changed since (a replayed or corrected day in its history), is
+refused with the days named: a model is never trained on features that no longer match the lake.
 
     spark-submit spark_jobs/gold_training_set.py --lake LAKE --start 2013-01-01 \
         --end 2013-02-28 --validation-days 7 --holdout-days 7 --output URI --run-id RUN_ID
@@ -10,14 +12,14 @@ The trainer, local or managed, reads this folder.
 
 from __future__ import annotations
 
-import sys
 
 from pyspark.sql import functions as F
 
 from include.features import FEATURES, KEY_COLUMNS, LABEL
 from include.lake import PARTITION_COLUMN, table_uri
 from include.training.split import time_split
-from spark_jobs.session import get_spark, interval_args, run_job, write_json
+from spark_jobs.history import day_ranges, stale_gold
+from spark_jobs.session import JobInputError, get_spark, interval_args, run_job, write_json
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,6 +30,13 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     split = time_split(a.start, a.end, a.validation_days, a.holdout_days)
     spark = get_spark(f"gold_training_set_{a.start}_{a.end}")
+    stale = stale_gold(spark, a.lake, a.start, a.end)
+    if stale:
+        reasons = "; ".join(f"{d}: {why}" for d, why in sorted(stale.items()))
+        raise JobInputError(
+            f"The training window {a.start}..{a.end} has {len(stale)} day(s) whose gold features are missing or "
+            f"stale ({day_ranges(list(stale))}): {reasons}. Run flights_daily for those days (or clear their "
+            "build_features tasks), then train again.")
     gold = spark.read.format("delta").load(table_uri(a.lake, "gold.flight_features"))
     rows = gold.filter(
         (F.col(PARTITION_COLUMN) >= F.lit(a.start)) & (F.col(PARTITION_COLUMN) <= F.lit(a.end))

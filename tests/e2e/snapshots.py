@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 VOLATILE = {"_ingested_at", "_run_id", "run_id", "checked_at", "quarantined_at", "status_changed_at", "loaded_at",
-            "status_changed_by"}
+            "status_changed_by", "built_at"}
 PATHS = {"_source_file", "source_file", "path"}
 
 

@@ -41,8 +41,8 @@ from tests.lake_data_plane import LocalObjects, delta_rows
 
 pytestmark = pytest.mark.slow
 
-DAY = Interval(date(2013, 1, 2), date(2013, 1, 2))
-RUN = "scheduled__2013-01-02T00:00:00+00:00"
+DAY = Interval(date(2013, 1, 1), date(2013, 1, 1))  # the data set's first day: no history to build first
+RUN = "scheduled__2013-01-01T00:00:00+00:00"
 REF = RunRef.of(DAY, RUN)
 RUNTIME = runtime("synapse-3.5")
 MODEL = {"model_name": "spark3-line", "model_version": "1"}
