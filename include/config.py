@@ -22,6 +22,9 @@ WAREHOUSES = ("duckdb", "postgres", "redshift", "bigquery")
 DEFAULT_WAREHOUSE = {"local": "duckdb", "aws": "redshift", "gcp": "bigquery", "azure": "postgres"}
 WAREHOUSE_TARGETS = {"redshift": ("aws",), "bigquery": ("gcp",)}
 ALERT_CHANNELS = ("file", "slack", "smtp", "sns", "pubsub")
+# The largest landing file the ingest reads; a bigger one fails the run without retries. A day
+# can be delivered in several parts (flights_<day>.<part>.csv) to stay below it.
+DEFAULT_MAX_LANDING_FILE_BYTES = 2 * 1024 ** 3
 
 
 class ConfigError(ValueError):
@@ -55,6 +58,7 @@ class Settings:
     alert_burst_count: int = 5
     alert_burst_window_min: int = 10
     alert_dedupe_window_min: int = 60
+    max_landing_file_bytes: int = DEFAULT_MAX_LANDING_FILE_BYTES
 
     @property
     def lake_root(self) -> Path:
@@ -87,6 +91,12 @@ def _int_env(name: str, default: int, minimum: int, meaning: str) -> int:
         raise ConfigError(f"{name}={text!r} is not a whole number >= {minimum}; set it to {meaning} "
                           f"(default {default}), or unset it.")
     return value
+
+
+def max_landing_file_bytes() -> int:
+    """``FLIGHTS_MAX_LANDING_FILE_BYTES``: landing files larger than this many bytes are refused (default 2 GiB)."""
+    return _int_env("FLIGHTS_MAX_LANDING_FILE_BYTES", DEFAULT_MAX_LANDING_FILE_BYTES, 1,
+                    "the size in bytes above which a landing file is refused")
 
 
 def load_settings() -> Settings:
@@ -128,6 +138,7 @@ def load_settings() -> Settings:
         alert_dedupe_window_min=_int_env("FLIGHTS_ALERT_DEDUPE_WINDOW_MIN", 60, 0,
                                          "the minutes during which repeats of one cause are not delivered "
                                          "again (0 delivers every repeat)"),
+        max_landing_file_bytes=max_landing_file_bytes(),
     )
 
 

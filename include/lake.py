@@ -50,9 +50,12 @@ def quality_result_uri(root: str, suite: str, interval_key: str, run_id: str) ->
     return join(root, "_quality", suite.replace("/", "."), interval_key, f"{safe_run}.json")
 
 
-def landing_file(landing_root: str, dataset: str, day) -> str:
-    """Where the source system drops one day's extract of ``flights`` or ``weather``."""
-    return join(landing_root, dataset, f"{dataset}_{day:%Y-%m-%d}.csv")
+LANDING_SUFFIXES = (".csv", ".csv.gz")  # a day's extract, plain or gzip-compressed
+
+
+def landing_file(landing_root: str, dataset: str, day, suffix: str = ".csv") -> str:
+    """Where the source system drops one day's extract of ``flights`` or ``weather`` (suffix: a LANDING_SUFFIXES)."""
+    return join(landing_root, dataset, f"{dataset}_{day:%Y-%m-%d}{suffix}")
 
 
 def dimension_file(landing_root: str, dataset: str) -> str:

@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from include.config import ConfigError
 from include.intervals import Interval, IntervalError, parse_date, resolve_interval
 from include.jobs import safe_run_key
-from include.lake import landing_file
+from include.lake import LANDING_SUFFIXES, landing_file
 from include.targets import get_target
 
 log = logging.getLogger(__name__)
@@ -84,12 +84,14 @@ def resolve(context: dict) -> dict:
 
 @fails_fast
 def check_landing(interval: Interval) -> dict:
+    """Every day of the interval has its flights and weather extract, as ``.csv`` or ``.csv.gz``."""
     target = get_target()
-    expected = [landing_file(target.lake.landing_root, ds, d) for d in interval.days() for ds in ("flights", "weather")]
-    missing = [p for p in expected if not target.lake.exists(p)]
+    expected = [[landing_file(target.lake.landing_root, ds, d, suffix) for suffix in LANDING_SUFFIXES]
+                for d in interval.days() for ds in ("flights", "weather")]
+    missing = [names[0] for names in expected if not any(target.lake.exists(p) for p in names)]
     if missing:
         raise AirflowFailException(
-            f"{len(missing)} landing file(s) missing for {interval}; first expected at {missing[0]}. "
+            f"{len(missing)} landing file(s) missing for {interval}; first expected at {missing[0]} (or .csv.gz). "
             "Deliver the file(s) (locally: `make land START=... END=...`) and clear this task."
         )
     return {"files": len(expected)}

@@ -1,67 +1,70 @@
 """Ingest the interval's landing files into bronze, as received, with quarantine.
 
-For every delivered file the job first inspects the bytes (content hash, UTF-8, header,
-rows) and records it in ``bronze.landing_files``:
+A day's extract is ``<dataset>_<day>[.<part>].csv``, or the same gzip-compressed as
+``.csv.gz``. A header may start with a UTF-8 byte-order mark and quote its names (as
+spreadsheet exports write it); it reads as the plain header. A file over
+``--max-file-bytes`` (``FLIGHTS_MAX_LANDING_FILE_BYTES``, default 2 GiB) fails the run at
+once, without retries (exit status 3), before anything is read or written.
+
+For every delivered file the job first inspects the bytes in one streaming pass (content
+hash, compression, UTF-8, header, rows) and records it in ``bronze.landing_files``:
 
 - rejected (the whole interval is then blocked by the bronze gate): empty, header-only,
-  not UTF-8 or unreadable files, and files whose header lacks a contract column
-  (missing or renamed);
-- duplicate: the same content already delivered for that day (ingested once);
+  not UTF-8 or unreadable files, compressed files whose compression their name does not
+  announce (zip, bzip2, xz, zstd, or gzip named ``.csv``), and files whose header lacks a
+  contract column (missing or renamed);
+- duplicate: the same content already delivered for that day (ingested once); the hash is
+  of the CSV content, so a day delivered both plain and as ``.csv.gz`` counts once;
 - accepted: rows go to bronze as strings exactly as received (``NA`` read as null), with
   source file, content hash, load time and run id. An added column is accepted with a
   warning and kept.
 
 Each accepted row is checked against the row-level expectations of its suite: rows that
-break one are written to ``quarantine.<dataset>`` with their reason codes and the raw
-record (status ``held``); the good rows continue. Rerunning an interval replaces exactly
-its partitions; a release of quarantined rows survives reruns.
+break one are written to ``quarantine.<dataset>`` with their reason codes, the line exactly
+as delivered (``raw_line``) and its parsed fields (``raw_record``), status ``held``; the good
+rows continue. Rerunning an interval replaces exactly its partitions; a release of
+quarantined rows survives reruns.
 
     spark-submit spark_jobs/bronze_landing.py --lake LAKE --landing LANDING \
-        --start 2013-01-01 --end 2013-01-31 --run-id RUN_ID [--release-held --released-by WHO]
+        --start 2013-01-01 --end 2013-01-31 --run-id RUN_ID [--release-held --released-by WHO] \
+        [--max-file-bytes N]
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
-import sys
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from include.lake import PARTITION_COLUMN, dimension_file, join, table_uri
+from include.config import DEFAULT_MAX_LANDING_FILE_BYTES, ConfigError, max_landing_file_bytes
+from include.lake import LANDING_SUFFIXES, PARTITION_COLUMN, dimension_file, join, landing_file, table_uri
 from include.quality.release import check_row_ids
 from include.quality.rows import apply_row_rules
 from include.quality.suites import load_suite_dict
 from include.source.contract import CONTRACTS, DIMENSION_COLUMNS, NULL_TOKEN
+from include.source.delivery import BOM, inspect_file, parse_header
 from spark_jobs.quality_gate import reference_params
-from spark_jobs.session import (JobInputError, delta_exists, get_spark, interval_args, path_exists,
+from spark_jobs.session import (JobInputError, delta_exists, get_spark, interval_args, path_exists, read_chunks,
                                 replace_partitions, run_job, with_commit_retry)
 
 DAILY_DATASETS = ("flights", "weather")
-FILE_FIELDS = ("path", "sha256", "bytes", "utf8", "header", "data_lines")  # what inspect_bytes returns
 
 
 class LandingFileMissing(JobInputError, FileNotFoundError):
     """An expected landing file is not there: deliver it, then clear the task."""
 
 
-def inspect_bytes(path: str, content: bytes) -> tuple:
-    """Content hash, UTF-8 validity, header and number of data lines of one file."""
-    sha = hashlib.sha256(content).hexdigest()
-    try:
-        text = content.decode("utf-8")
-    except UnicodeDecodeError:
-        return (path, sha, len(content), False, None, 0)
-    lines = [line for line in text.splitlines() if line.strip()]
-    return (path, sha, len(content), True, lines[0] if lines else None, max(len(lines) - 1, 0))
+class LandingFileTooLarge(JobInputError):
+    """A landing file is over the size limit: a retry reads the same file, so the run fails at once."""
 
 
 def _plain(uri: str) -> str:
-    """The same file named by Hadoop's glob and by binaryFiles: ``file:/x``, ``file:///x`` and ``/x`` agree."""
+    """The same file named by Hadoop's glob and by Spark's input_file_name: ``file:/x``, ``file:///x``, ``/x`` agree."""
     return re.sub(r"^file:/+", "/", uri)
 
 
@@ -70,9 +73,13 @@ def classify(dataset: str, stats: dict, seen: dict[str, str]) -> tuple[str, list
     contract = CONTRACTS[dataset]
     if stats["bytes"] == 0:
         return "rejected", ["empty file (0 bytes)"]
+    if stats["problem"]:
+        return "rejected", [stats["problem"]]
+    if stats["content_bytes"] == 0:
+        return "rejected", ["empty file (no content once decompressed)"]
     if not stats["utf8"]:
         return "rejected", ["not valid UTF-8: re-export the file as UTF-8"]
-    header = [h.strip() for h in (stats["header"] or "").split(",")]
+    header = parse_header(stats["header"])
     if len(header) < 2:
         return "rejected", ["unreadable: no comma-separated header line"]
     issues: list[str] = []
@@ -90,12 +97,35 @@ def classify(dataset: str, stats: dict, seen: dict[str, str]) -> tuple[str, list
     return "accepted", issues
 
 
-def daily_files(spark: SparkSession, landing: str, dataset: str, day: date) -> list[str]:
+def daily_files(spark: SparkSession, landing: str, dataset: str, day: date) -> list[tuple[str, int]]:
+    """The day's delivered files (``<dataset>_<day>*.csv`` or ``.csv.gz``) with their sizes in bytes, by name."""
     jvm = spark.sparkContext._jvm
-    pattern = jvm.org.apache.hadoop.fs.Path(join(landing, dataset, f"{dataset}_{day:%Y-%m-%d}*.csv"))
+    suffixes = ",".join(s.lstrip(".") for s in LANDING_SUFFIXES)  # plain or gzip-compressed
+    pattern = jvm.org.apache.hadoop.fs.Path(join(landing, dataset, f"{dataset}_{day:%Y-%m-%d}*.{{{suffixes}}}"))
     fs = pattern.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     statuses = fs.globStatus(pattern) or []
-    return sorted(str(s.getPath().toString()) for s in statuses)
+    return sorted((str(s.getPath().toString()), int(s.getLen())) for s in statuses)
+
+
+def inspect_files(spark: SparkSession, paths: list[str], threads: int = 8) -> dict[str, dict]:
+    """``include.source.delivery.inspect_file`` of each file, streamed on the driver a chunk at a time.
+
+    No file is ever held in memory whole (``binaryFiles`` would, and cannot pass 2 GiB);
+    a few files are read at once, since most of the time is spent waiting on storage.
+    """
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(paths)))) as pool:
+        return dict(zip(paths, pool.map(lambda p: inspect_file(p, read_chunks(spark, p)), paths)))
+
+
+def refuse_large_files(dataset: str, files: list[tuple[str, int]], max_bytes: int) -> None:
+    """Fail the run without retries when a file is over ``max_bytes``: nothing of it is read."""
+    large = [(path, size) for path, size in files if size > max_bytes]
+    if large:
+        path, size = large[0]
+        raise LandingFileTooLarge(
+            f"{len(large)} {dataset} landing file(s) over the {max_bytes:,}-byte limit "
+            f"(FLIGHTS_MAX_LANDING_FILE_BYTES), first {path} at {size:,} bytes. Deliver the day in smaller parts "
+            f"({dataset}_<day>.<part>.csv or .csv.gz) or raise the limit, then clear the task.")
 
 
 def read_landing_file(spark: SparkSession, path: str | list[str], header: list[str] | None = None) -> DataFrame:
@@ -110,23 +140,36 @@ def read_landing_file(spark: SparkSession, path: str | list[str], header: list[s
     return df.withColumn("_source_columns", F.lit(",".join(header or df.columns)))
 
 
-def read_accepted(spark: SparkSession, accepted: list[tuple[str, date, str, list[str]]], run_id: str) -> DataFrame:
-    """The accepted files of an interval, one read per distinct header (usually a single read).
+def read_accepted(spark: SparkSession, accepted: list[tuple[str, date, str, str]], run_id: str) -> DataFrame:
+    """The accepted files (path, day, hash, header line) of an interval, one read per distinct header.
 
+    Each line is parsed as the CSV reader parses it (strings, ``NA`` read as null, a line that
+    does not parse keeps ``_corrupt_record``) and keeps its text exactly as delivered in
+    ``_raw_line``. The header line and blank lines are skipped, as the CSV reader skips them.
     Each row is tagged with its file, the day the file was delivered for and the file's
     hash, by joining Spark's own record of the file a row came from with the manifest.
     A range run over a year reads its 365 files in one scan instead of a 365-way union.
     """
-    groups: dict[tuple[str, ...], list[tuple[str, date, str]]] = {}
-    for path, day, sha, header in accepted:
-        groups.setdefault(tuple(header), []).append((path, day, sha))
+    groups: dict[tuple[str, ...], list[tuple[str, date, str, str]]] = {}
+    for path, day, sha, header_line in accepted:
+        groups.setdefault(tuple(parse_header(header_line)), []).append((path, day, sha, header_line.removeprefix(BOM)))
+    options = {"nullValue": NULL_TOKEN, "mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt_record"}
     frames = []
     for header, files in groups.items():
-        meta = spark.createDataFrame([(_plain(p), p, d, s) for p, d, s in files],
-                                     "_plain string, _source_file string, flight_date date, _source_sha256 string")
-        df = read_landing_file(spark, [p for p, _, _ in files], list(header))
-        df = (df.withColumn("_plain", F.regexp_replace(F.input_file_name(), r"^file:/+", "/"))
-              .join(F.broadcast(meta), "_plain", "left").drop("_plain")
+        meta = spark.createDataFrame([(_plain(p), p, d, s, h) for p, d, s, h in files],
+                                     "_plain string, _source_file string, flight_date date, _source_sha256 string, "
+                                     "_header_line string")
+        schema = T.StructType([T.StructField(c, T.StringType()) for c in header]
+                              + [T.StructField("_corrupt_record", T.StringType())])
+        lines = (spark.read.text([p for p, *_ in files])  # decompresses .csv.gz as the CSV reader does
+                 .withColumn("_plain", F.regexp_replace(F.input_file_name(), r"^file:/+", "/"))
+                 .join(F.broadcast(meta), "_plain", "left").drop("_plain"))
+        content = F.regexp_replace("value", f"^{BOM}", "")
+        lines = lines.filter(F.col("value").rlike(r"[^\x00-\x20]") & ~content.eqNullSafe(F.col("_header_line")))
+        df = (lines.select(F.from_csv("value", schema.simpleString(), options).alias("_row"),
+                           F.col("value").alias("_raw_line"), "_source_file", "_source_sha256", PARTITION_COLUMN)
+              .select("_row.*", F.lit(",".join(header)).alias("_source_columns"), "_raw_line", "_source_file",
+                      "_source_sha256", PARTITION_COLUMN)
               .withColumn("_ingested_at", F.current_timestamp()).withColumn("_run_id", F.lit(run_id)))
         frames.append(df.select(*[c for c in df.columns if c not in META_COLUMNS], *META_COLUMNS))
     out = frames[0]
@@ -169,29 +212,36 @@ def with_row_date(df: DataFrame) -> DataFrame:
                                                                         F.col(PARTITION_COLUMN).cast("string"))
 
 
-def ingest_daily(spark: SparkSession, lake: str, landing: str, dataset: str, start: date, end: date,
-                 run_id: str, params: dict | None = None) -> dict:
+def landed_files(spark: SparkSession, landing: str, dataset: str, start: date, end: date
+                 ) -> dict[date, list[tuple[str, int]]]:
+    """The interval's delivered files (path, bytes) per day; a day without one fails the run."""
     days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
     files = {d: daily_files(spark, landing, dataset, d) for d in days}
     missing = [d for d, fs in files.items() if not fs]
     if missing:
         raise LandingFileMissing(
             f"{len(missing)} {dataset} landing file(s) missing for {start}..{end}, first expected at "
-            f"{join(landing, dataset, f'{dataset}_{missing[0]:%Y-%m-%d}.csv')}. Deliver the file(s) and clear the task.")
-    paths = [p for fs in files.values() for p in fs]
-    # one pass over the bytes in the executors; only a few numbers per file come back
-    stats = {_plain(s[0]): dict(zip(FILE_FIELDS, s)) for s in
-             spark.sparkContext.binaryFiles(",".join(paths)).map(lambda kv: inspect_bytes(*kv)).collect()}
+            f"{landing_file(landing, dataset, missing[0])} (or .csv.gz). Deliver the file(s) and clear the task.")
+    return files
+
+
+def ingest_daily(spark: SparkSession, lake: str, landing: str, dataset: str, start: date, end: date,
+                 run_id: str, params: dict | None = None, max_file_bytes: int = DEFAULT_MAX_LANDING_FILE_BYTES,
+                 files: dict[date, list[tuple[str, int]]] | None = None) -> dict:
+    """Inspect, record and ingest the interval's files of ``dataset`` (``files``: as ``landed_files`` lists them)."""
+    files = files or landed_files(spark, landing, dataset, start, end)
+    refuse_large_files(dataset, [f for fs in files.values() for f in fs], max_file_bytes)
+    paths = [p for fs in files.values() for p, _ in fs]
+    stats = inspect_files(spark, paths)  # one streaming pass over each file's bytes
     manifest, accepted = [], []
     for day, day_files in files.items():
         seen: dict[str, str] = {}
-        for path in day_files:
-            st = stats[_plain(path)]
+        for path, _ in day_files:
+            st = stats[path]
             status, issues = classify(dataset, st, seen)
             if status == "accepted":
                 seen[st["sha256"]] = path
-                header = [h.strip() for h in st["header"].split(",")]
-                accepted.append((path, day, st["sha256"], header))
+                accepted.append((path, day, st["sha256"], st["header"]))
             manifest.append((dataset, day, path, st["sha256"], st["bytes"], st["data_lines"], status, issues, run_id))
             print(f"{dataset} {day} {path}: {status} {'; '.join(issues)}")
 
@@ -216,7 +266,7 @@ def ingest_daily(spark: SparkSession, lake: str, landing: str, dataset: str, sta
     if df.filter(F.col("_source_sha256").isNull()).limit(1).count():  # never write a row without its file
         raise RuntimeError(f"Could not attribute every {dataset} row of {start}..{end} to its landing file "
                            f"(Spark named a file differently from the manifest): nothing was written.")
-    replace_partitions(df.drop("_raw"), uri, start, end)
+    replace_partitions(df.drop("_raw", "_raw_line"), uri, start, end)
     held = merge_quarantine(spark, df, lake, dataset, start, end, run_id)
     return {"files": len(paths), "rows": df.count(), "quarantined": held}
 
@@ -235,12 +285,15 @@ def merge_quarantine(spark: SparkSession, df: DataFrame, lake: str, dataset: str
 
     New bad rows are ``held``; rows already known keep their status (a release survives a
     rerun); held rows of the interval that are no longer delivered become ``superseded``.
+    ``raw_line`` is the line exactly as delivered; ``raw_record`` the parsed fields as JSON
+    (what the row id is computed from; a field read as null is left out).
     """
     from delta.tables import DeltaTable
 
     bad = df.filter(F.size("_reasons") > 0).select(
         "_row_id", F.lit(dataset).alias("dataset"), PARTITION_COLUMN, F.col("_reasons").alias("reasons"),
-        F.col("_raw").alias("raw_record"), F.col("_source_file").alias("source_file"),
+        F.col("_raw").alias("raw_record"), F.col("_raw_line").alias("raw_line"),
+        F.col("_source_file").alias("source_file"),
         F.lit(run_id).alias("run_id"), F.current_timestamp().alias("quarantined_at"),
         F.lit("held").alias("status"), F.current_timestamp().alias("status_changed_at"),
         F.lit("bronze_landing").alias("status_changed_by"), F.lit("broke a row-level expectation").alias(
@@ -251,12 +304,15 @@ def merge_quarantine(spark: SparkSession, df: DataFrame, lake: str, dataset: str
     if not delta_exists(spark, uri):  # an empty table first, so there is one write path: the MERGE
         with_commit_retry(lambda: bad.limit(0).write.format("delta").mode("append").partitionBy(PARTITION_COLUMN)
                           .save(uri), uri)
+    elif "raw_line" not in DeltaTable.forPath(spark, uri).toDF().columns:  # a table from before raw lines were kept
+        with_commit_retry(lambda: spark.sql(f"ALTER TABLE delta.`{uri}` ADD COLUMNS (raw_line STRING)"), uri)
     with_commit_retry(lambda: (
         DeltaTable.forPath(spark, uri).alias("t")
         .merge(bad.alias("s"), f"t._row_id = s._row_id AND {in_interval}")
         .whenMatchedUpdate(condition="t.status = 'superseded'", set={
             "status": "s.status", "status_changed_at": "s.status_changed_at", "run_id": "s.run_id",
-            "status_changed_by": "s.status_changed_by", "status_reason": "s.status_reason"})
+            "status_changed_by": "s.status_changed_by", "status_reason": "s.status_reason", "raw_line": "s.raw_line"})
+        .whenMatchedUpdate(condition="t.raw_line IS NULL", set={"raw_line": "s.raw_line"})  # kept from then on
         .whenNotMatchedInsertAll()
         .whenNotMatchedBySourceUpdate(condition=f"{in_interval} AND t.status = 'held'", set={
             "status": "'superseded'", "status_changed_at": "current_timestamp()",
@@ -306,6 +362,12 @@ def _flag(value: str) -> bool:
     return text in ("true", "1", "yes")
 
 
+def _positive(value: str) -> int:
+    if not value.strip().isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of bytes >= 1")
+    return int(value)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = interval_args(__doc__)
     p.add_argument("--landing", required=True, help="landing zone root URI")
@@ -313,12 +375,22 @@ def main(argv: list[str] | None = None) -> None:
                    help="release the interval's held rows after ingesting (--release-held, or =true/false)")
     p.add_argument("--released-by", default="flights_daily")
     p.add_argument("--release-reason", default="released by a run parameter")
+    p.add_argument("--max-file-bytes", type=_positive, default=None,
+                   help="refuse landing files larger than this (default: $FLIGHTS_MAX_LANDING_FILE_BYTES, 2 GiB)")
     a = p.parse_args(argv)
+    try:
+        max_file_bytes = a.max_file_bytes or max_landing_file_bytes()
+    except ConfigError as exc:
+        raise JobInputError(str(exc)) from None
     spark = get_spark(f"bronze_landing_{a.start}_{a.end}")
+    landed = {ds: landed_files(spark, a.landing, ds, a.start, a.end) for ds in DAILY_DATASETS}
+    for dataset, files in landed.items():  # before anything is written: every rerun would fail the same way
+        refuse_large_files(dataset, [f for fs in files.values() for f in fs], max_file_bytes)
     ingest_dimensions(spark, a.lake, a.landing, a.run_id)
     params = reference_params(spark, a.lake, max_quarantine_share=1.0)
     for dataset in DAILY_DATASETS:
-        out = ingest_daily(spark, a.lake, a.landing, dataset, a.start, a.end, a.run_id, params)
+        out = ingest_daily(spark, a.lake, a.landing, dataset, a.start, a.end, a.run_id, params, max_file_bytes,
+                           landed[dataset])
         print(f"bronze.{dataset} {a.start}..{a.end}: {out}")
         if a.release_held:
             n = release_held(spark, a.lake, dataset, a.start, a.end, a.released_by, a.release_reason)

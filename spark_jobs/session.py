@@ -12,9 +12,10 @@ import glob
 import json
 import os
 import random
+import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date
 from typing import TypeVar
 
@@ -99,6 +100,42 @@ def write_text(spark: SparkSession, uri: str, text: str) -> None:
 
 def write_json(spark: SparkSession, uri: str, payload: dict) -> None:
     write_text(spark, uri, json.dumps(payload, indent=2, default=str))
+
+
+def read_chunks(spark: SparkSession, uri: str, chunk_bytes: int = 8 << 20) -> Iterator[bytes]:
+    """The bytes of a file, a chunk at a time, in constant memory whatever its size.
+
+    A ``file:`` URI (what Hadoop names a local file) is read by Python; any other (s3a, gs,
+    abfss, or a bare path on the cluster's default file system) is streamed through Hadoop's
+    file system on the driver.
+    """
+    if not uri.startswith("file:"):
+        yield from hadoop_chunks(spark, uri, chunk_bytes)
+        return
+    with open(re.sub(r"^file:/+", "/", uri), "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            yield chunk
+
+
+def hadoop_chunks(spark: SparkSession, uri: str, chunk_bytes: int = 8 << 20) -> Iterator[bytes]:
+    """The bytes of a file streamed through Hadoop's file system, one chunk per gateway call."""
+    fs, path = _fs_path(spark, uri)
+    jvm = spark.sparkContext._jvm
+    stream = fs.open(path)
+    try:
+        # a JVM-side buffer: a byte[] handed to Java is a copy, never filled in place
+        channel = jvm.java.nio.channels.Channels.newChannel(stream)
+        buffer = jvm.java.nio.ByteBuffer.allocate(chunk_bytes)
+        while True:
+            buffer.clear()
+            n = jvm.org.apache.commons.io.IOUtils.read(channel, buffer)  # fills the buffer unless the file ends
+            if n > 0:
+                chunk = bytes(buffer.array())
+                yield chunk if n == chunk_bytes else chunk[:n]
+            if n < chunk_bytes:
+                return
+    finally:
+        stream.close()
 
 
 def read_text(spark: SparkSession, uri: str) -> str:

