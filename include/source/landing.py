@@ -85,19 +85,37 @@ def land(interval: Interval, landing_root: Path, overwrite: bool = False) -> dic
         for d in todo["flights"]:
             _write_csv(Path(landing_file(str(landing_root), "flights", d)), header, by_day.get(d, []))
             written["flights"] += 1
-    if todo["weather"]:
-        with (data / "weather.csv").open("r", encoding="utf-8", newline="") as f:
-            header, by_day = _rows_by_day(f, set(todo["weather"]))
-        for d in todo["weather"]:
-            _write_csv(Path(landing_file(str(landing_root), "weather", d)), header, by_day.get(d, []))
-            written["weather"] += 1
+    written["weather"] = land_weather(landing_root, todo["weather"])
+    written["dimensions"] = land_dimensions(landing_root, overwrite)
+    log.info("Landed %s into %s: %s", interval, landing_root, written)
+    return written
+
+
+def land_weather(landing_root: Path, days: list[date]) -> int:
+    """Write the real weather of ``days``, one file per day; returns the files written."""
+    if not days:
+        return 0
+    with (data_files() / "weather.csv").open("r", encoding="utf-8", newline="") as f:
+        header, by_day = _rows_by_day(f, set(days))
+    for d in days:
+        _write_csv(Path(landing_file(str(landing_root), "weather", d)), header, by_day.get(d, []))
+    return len(days)
+
+
+def land_dimensions(landing_root: Path, overwrite: bool, write_planes=None) -> int:
+    """Write the dimension snapshots not there yet (all with ``overwrite``); ``write_planes(target, source_bytes)``
+    replaces the plain copy of ``planes``. Returns the files written."""
+    written = 0
     for name in DIMENSIONS:
         target = Path(dimension_file(str(landing_root), name))
         if overwrite or not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes((data / f"{name}.csv").read_bytes())
-            written["dimensions"] += 1
-    log.info("Landed %s into %s: %s", interval, landing_root, written)
+            source = (data_files() / f"{name}.csv").read_bytes()
+            if name == "planes" and write_planes is not None:
+                write_planes(target, source)
+            else:
+                target.write_bytes(source)
+            written += 1
     return written
 
 

@@ -43,7 +43,8 @@ from include.config import settings
 from include.intervals import Interval, parse_date
 from include.lake import LANDING_SUFFIXES, dimension_file, landing_file
 from include.source.contract import NULL_TOKEN
-from include.source.landing import DIMENSIONS, FIRST_DAY, LAST_DAY, _rows_by_day, _write_csv, data_files
+from include.source.landing import (FIRST_DAY, LAST_DAY, _write_csv, data_files,
+                                    land_dimensions, land_weather)
 
 log = logging.getLogger(__name__)
 
@@ -240,21 +241,9 @@ def land_scaled(interval: Interval, landing_root: Path, scale: int, seed: int = 
             rows = by_day.pop(d, [])
             _write_csv(Path(landing_file(str(root), "flights", d)), header, scaled_rows(rows, header, scaler))
             written["flights"] += 1
-    if todo["weather"]:
-        with (data / "weather.csv").open("r", encoding="utf-8", newline="") as f:
-            header, wx = _rows_by_day(f, set(todo["weather"]))
-        for d in todo["weather"]:
-            _write_csv(Path(landing_file(str(root), "weather", d)), header, wx.get(d, []))
-            written["weather"] += 1
-    for name in DIMENSIONS:
-        target = Path(dimension_file(str(root), name))
-        if overwrite or not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if name == "planes" and scale > 1:
-                _write_planes(target, (data / "planes.csv").read_bytes(), scaler)
-            else:
-                target.write_bytes((data / f"{name}.csv").read_bytes())
-            written["dimensions"] += 1
+    written["weather"] = land_weather(root, todo["weather"])
+    planes = (lambda target, source: _write_planes(target, source, scaler)) if scale > 1 else None
+    written["dimensions"] = land_dimensions(root, overwrite, planes)
     log.info("Landed %s into %s at scale %s (seed %s): %s", interval, root, scale, seed, written)
     return written
 

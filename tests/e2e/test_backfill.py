@@ -12,9 +12,12 @@ skipped by the DAG itself, as no champion is registered here.
 
 The scheduler is exercised by one deployment, with its own lake, warehouse and metadata database:
 ``concurrent`` runs ``--run-backwards`` with three active runs and two Spark pool slots, so runs
-of different days write the same tables at the same time. Its lake is then rerun three ways (a
-backfill with ``reprocess_behavior=completed``, one range run over the same days, and a task
-clear of the last day) and compared with the reference after each.
+of different days write the same tables at the same time. The race is made to happen, not left
+to luck: the first day's ``build_features`` Spark job is held (SIGSTOP on its process group)
+before it commits silver, until the last day's ``build_features`` has tried and been refused for
+the missing history; then it is let go, and the refused day builds on its retry. Its lake is then
+rerun three ways (a backfill with ``reprocess_behavior=completed``, one range run over the same
+days, and a task clear of the last day) and compared with the reference after each.
 ``FLIGHTS_BACKFILL_TEST_DAYS`` sets the number of days: 2 by default, to keep the slow tier
 short on two cores (``FLIGHTS_BACKFILL_TEST_DAYS=31`` runs the month).
 """
@@ -24,7 +27,11 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
+import threading
+import time
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -79,12 +86,76 @@ def _max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
 def _deployment(tmp_path_factory, name: str, pool_slots: int) -> AirflowStack:
     home = tmp_path_factory.mktemp(name)
     land(Interval(FIRST, LAST), home / "landing")
-    return AirflowStack(home, spark_pool_slots=pool_slots).start()
+    stack = AirflowStack(home, spark_pool_slots=pool_slots)
+    # a day refused for missing history is retried while the earlier day builds (about 10 + 20 + 40 + ... s)
+    stack.env.update(FLIGHTS_RETRIES="6", FLIGHTS_RETRY_DELAY_S="10")
+    return stack.start()
+
+
+def _processes_named(marker: str) -> list[int]:
+    out = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker in cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                out.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return out
+
+
+class HeldSilverCommit(threading.Thread):
+    """Holds the ``held`` day's build_features Spark job before it commits silver, until the ``waiting`` day's
+    build_features has had a try refused; then lets it go. Records what happened, for the test to check."""
+
+    def __init__(self, stack: AirflowStack, held: date, waiting: date, timeout: float):
+        super().__init__(daemon=True)
+        self.stack, self.timeout = stack, timeout
+        self.marker = f"flights_daily.build_features.{held:%Y%m%d}_{held:%Y%m%d}.try1"
+        self.waiting = waiting
+        self.waiting_run = None
+        self.held_at = self.released_at = None
+        self.refused_tries = 0
+
+    def _refused(self) -> int:
+        if self.waiting_run is None:
+            runs = self.stack.sql("SELECT run_id FROM dag_run WHERE dag_id = 'flights_daily' AND run_type = 'backfill' "
+                                  "AND logical_date LIKE ?", (f"{self.waiting}%",))
+            if not runs:
+                return 0
+            self.waiting_run = runs[0][0]
+        return self.stack.sql(
+            "SELECT count(*) FROM task_instance_history WHERE dag_id = 'flights_daily' AND task_id = "
+            "'build_features' AND run_id = ? AND state IN ('failed', 'up_for_retry')", (self.waiting_run,))[0][0]
+
+    def run(self) -> None:
+        deadline = time.time() + self.timeout
+        groups: set[int] = set()
+        while time.time() < deadline and not groups:  # the Spark job of the held day, as soon as it starts
+            for pid in _processes_named(self.marker):
+                try:
+                    groups.add(os.getpgid(pid))
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
+        for group in groups:
+            os.killpg(group, signal.SIGSTOP)
+        self.held_at = time.time()
+        try:
+            while time.time() < deadline and not self._refused():
+                time.sleep(1)
+            self.refused_tries = self._refused()
+        finally:
+            for group in groups:
+                try:
+                    os.killpg(group, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+            self.released_at = time.time()
 
 
 def _backfill_run_id(day: date) -> str:
-    """The run id Airflow gives the backfill run of ``day``: named after its run_after, the interval's end."""
-    return f"backfill__{day + timedelta(days=1)}T00:00:00+00:00"
+    """The run id Airflow gives the backfill run of ``day`` (its logical date and run_after are the day)."""
+    return f"backfill__{day}T00:00:00+00:00"
 
 
 def _run_day(day: date, home) -> int:
@@ -116,8 +187,12 @@ def daily(tmp_path_factory, spark):  # the jobs' get_spark() returns this in-pro
 @pytest.fixture(scope="module")
 def concurrent(tmp_path_factory, daily):  # after the reference: its Spark jobs never share the CPUs with it
     stack = _deployment(tmp_path_factory, "concurrent", pool_slots=2)
+    hold = HeldSilverCommit(stack, held=FIRST, waiting=LAST, timeout=TIMEOUT)
     try:
+        hold.start()
         _backfill(stack, "--run-backwards", "--max-active-runs", "3")
+        hold.join(timeout=60)
+        stack.hold = hold
         yield stack
     finally:
         stack.stop()
@@ -138,6 +213,20 @@ def test_a_backwards_concurrent_backfill_equals_the_daily_runs(daily, concurrent
                                  "AND pool = 'spark' AND start_date IS NOT NULL")
     assert _max_overlap([(datetime.fromisoformat(s), datetime.fromisoformat(e)) for s, e in spark_tasks]) <= 2  # pool
     assert _state(concurrent.home) == daily["state"]
+
+
+def test_the_race_happened_and_the_later_day_waited_for_its_history(concurrent):
+    hold = concurrent.hold
+    assert hold.held_at is not None and hold.released_at is not None
+    assert hold.refused_tries >= 1  # the last day tried to build while the first day's silver was held back
+    logs = sorted((concurrent.home / "airflow" / "logs").glob(
+        f"dag_id=flights_daily/run_id={hold.waiting_run}/task_id=build_features/attempt=1.log"))
+    assert logs, "no log of the refused try"
+    text = logs[0].read_text(errors="replace")
+    assert f"{FIRST}: not built yet" in text and "Nothing was computed from the gap" in text
+    tries = concurrent.sql("SELECT try_number, state FROM task_instance WHERE dag_id = 'flights_daily' AND "
+                           "task_id = 'build_features' AND run_id = ?", (hold.waiting_run,))
+    assert tries[0][0] >= 2 and tries[0][1] == "success"  # it built on a retry, from the complete history
 
 
 def test_rerunning_the_days_three_ways_changes_nothing(daily, concurrent):
