@@ -149,10 +149,11 @@ def check_bronze(spark, lake, suite, table, start, end, params, docs_dir, run_na
         summary["failed"] += vsum["failed"]
         summary["volume_docs_page"] = vpage
         summary["quarantined"] = int(stats.agg(F.sum("held")).first()[0] or 0)
+        # the ten commonest reasons; ties in name order, so the summary is the same on every run
         top = (spark.read.format("delta").load(table_uri(lake, f"quarantine.{dataset}"))
                .filter(_in(start, end) & (F.col("status") == "held"))
                .select(F.explode("reasons").alias("reason")).groupBy("reason").count()
-               .orderBy(F.desc("count")).limit(10).collect()) if summary["quarantined"] else []
+               .orderBy(F.desc("count"), "reason").limit(10).collect()) if summary["quarantined"] else []
         summary["quarantine_reasons"] = {r["reason"]: r["count"] for r in top}
         summary["days"] = [{k: (str(v) if k == PARTITION_COLUMN else v) for k, v in r.asDict().items()}
                            for r in stats.orderBy(PARTITION_COLUMN).collect()]
