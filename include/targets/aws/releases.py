@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from include.targets.cloud.delta_jars import SparkLine
+
 
 @dataclass(frozen=True)
-class Runtime:
+class Runtime(SparkLine):
     name: str            # "local" or the EMR release label
     spark: str           # Spark version the runtime runs
     delta: str           # Delta Lake version on its classpath
@@ -24,14 +26,6 @@ class Runtime:
     note: str = ""
     dynamodb_log_store_jar: str = ""  # delta-storage-s3-dynamodb, for concurrent writers (FLIGHTS_AWS_DELTA_LOG_TABLE)
     delta_python: str = ""  # what puts Delta's Python package (``import delta``) on the jobs' path: the jar holds it
-
-    @property
-    def spark_line(self) -> str:
-        return ".".join(self.spark.split("-")[0].split(".")[:2])
-
-    @property
-    def delta_major(self) -> int:
-        return int(self.delta.split(".")[0])
 
 
 LOCAL = Runtime(
@@ -96,5 +90,4 @@ def runtime(name: str) -> Runtime:
 def compatible_with_local(name: str) -> bool:
     """Same Spark major line, Scala binary version and Delta major version as the local pair."""
     r = runtime(name)
-    return (r.spark.split(".")[0] == LOCAL.spark.split(".")[0] and r.delta_major == LOCAL.delta_major
-            and r.scala.startswith(LOCAL.scala))
+    return r.runs_jobs_of(LOCAL.spark_line, LOCAL.delta_major) and r.scala.startswith(LOCAL.scala)

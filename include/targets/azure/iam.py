@@ -169,10 +169,7 @@ def write(out: Path, azure: AzureSettings) -> Path:
             lines.append(f"az role assignment create --assignee-object-id \"${var}\" "
                          f"--assignee-principal-type ServicePrincipal --role {q(a['role'])} "
                          f"--scope {q(a['scope_id'])}{cond}")
-    script = out / "apply.sh"
-    script.write_text("\n".join(lines) + "\n")
-    script.chmod(0o755)
-    return script
+    return templates.write_script(out / "apply.sh", lines)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,7 +29,7 @@ JOBS_SPARK3_DELTA = "3.2.1"
 
 
 @dataclass(frozen=True)
-class Runtime:
+class Runtime(delta_jars.SparkLine):
     name: str
     service: str        # hdinsight | synapse
     spark: str          # Spark line (major.minor)
@@ -39,14 +39,6 @@ class Runtime:
     delta: str          # the delta-spark release the jobs use on this line
     source: str
     note: str = ""
-
-    @property
-    def spark_line(self) -> str:
-        return ".".join(self.spark.split(".")[:2])
-
-    @property
-    def delta_major(self) -> int:
-        return int(self.delta.split(".")[0])
 
     @property
     def delta_artifact(self) -> str:

@@ -17,6 +17,7 @@ the structure of the JSON or YAML it lands in.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
@@ -88,3 +89,10 @@ def render(doc: dict, values: Mapping[str, str], *, entries: str, marker: str) -
     listed = doc[entries] if isinstance(doc[entries], list) else [doc[entries]]
     kept = keep_if_set(listed, values, marker)
     return {**fill({k: v for k, v in doc.items() if k != entries}, values), entries: fill(kept, values)}
+
+
+def write_script(path: Path, lines: list[str]) -> Path:
+    """Write the commands that apply a cloud's rendered identities (``apply.sh``), executable; returns it."""
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o755)
+    return path

@@ -146,10 +146,7 @@ def write(out: Path, gcp: GcpSettings, *, airflow_sa: str | None = None) -> Path
                 cond_file = out / "conditions" / f"{account}-{binding['id']}.yaml"
                 cond_file.write_text(yaml.safe_dump(binding["condition"], sort_keys=False, width=100000))
             lines.append(binding_command(doc["member"], binding, cond_file))
-    script = out / "apply.sh"
-    script.write_text("\n".join(lines) + "\n")
-    script.chmod(0o755)
-    return script
+    return templates.write_script(out / "apply.sh", lines)
 
 
 def main(argv: list[str] | None = None) -> None:

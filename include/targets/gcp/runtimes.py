@@ -30,7 +30,7 @@ from include.targets.cloud import delta_jars
 
 
 @dataclass(frozen=True)
-class Runtime:
+class Runtime(delta_jars.SparkLine):
     version: str        # Serverless runtime version, as passed in runtime_config.version
     spark: str          # Spark line (major.minor); the patch release follows the runtime's sub-minor version
     scala: str          # Scala binary version of the Serverless runtime
@@ -41,14 +41,6 @@ class Runtime:
     image_scala: str    # Scala binary version of that image
     source: str
     note: str = ""
-
-    @property
-    def spark_line(self) -> str:
-        return ".".join(self.spark.split(".")[:2])
-
-    @property
-    def delta_major(self) -> int:
-        return int(self.delta.split(".")[0])
 
     def delta_jar_names(self, scala: str | None = None) -> tuple[str, str]:
         """File names of the two Delta jars (as Maven Central names them) for ``scala`` (default: Serverless)."""
@@ -113,5 +105,4 @@ def runtime(version: str) -> Runtime:
 
 def compatible_with_jobs(version: str, spark_line: str = "4.0", delta_major: int = 4) -> bool:
     """Whether the runtime has the Spark major line and Delta major version the jobs are verified on."""
-    r = runtime(version)
-    return r.spark.split(".")[0] == spark_line.split(".")[0] and r.delta_major == delta_major
+    return runtime(version).runs_jobs_of(spark_line, delta_major)
