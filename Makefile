@@ -135,7 +135,7 @@ test: install s3a-jars gcs-jars fake-gcs-server azure-jars azurite spark3-env  #
 	@bash scripts/ensure_postgres.sh
 	@$(PY) -m pytest
 
-test-fast:  install ## the fast tier only (no Spark jobs, no end-to-end runs)
+test-fast: install azurite  ## the fast tier only (no Spark jobs, no end-to-end runs; Azurite for the Azure storage tests)
 	@$(PY) -m pytest -m "not slow"
 
 env:  ## print the environment as export lines: eval "$$(make -s env)"
