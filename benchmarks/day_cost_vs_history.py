@@ -31,7 +31,8 @@ from include.source.landing import land
 
 def process(spark, lake: str, landing: str, start: date, end: date) -> dict[str, float]:
     """Run the day's jobs; seconds per phase."""
-    from spark_jobs.bronze_landing import ingest_daily, ingest_dimensions
+    from spark_jobs.bronze_dimensions import ingest_dimensions
+    from spark_jobs.bronze_landing import ingest_daily
     from spark_jobs.gold_flight_features import run
     from spark_jobs.quality_gate import reference_params
 

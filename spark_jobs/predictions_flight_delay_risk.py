@@ -12,7 +12,6 @@ exported as Parquet for the warehouse load.
 from __future__ import annotations
 
 import json
-import sys
 
 from pyspark.sql import functions as F
 from pyspark.sql import types as T

@@ -9,10 +9,9 @@ the interval runs.
 
 from __future__ import annotations
 
-import sys
 
 from include.quality.release import row_id_arg
-from spark_jobs.bronze_landing import release_held
+from spark_jobs.quarantine_store import release_held
 from spark_jobs.session import get_spark, interval_args, run_job
 
 

@@ -92,7 +92,7 @@ def lake(spark, tmp_path):
 
 @pytest.mark.slow
 def test_release_by_row_id_refuses_an_injection_and_releases_exactly_the_ids_given(spark, lake):
-    from spark_jobs.bronze_landing import release_held
+    from spark_jobs.quarantine_store import release_held
     from spark_jobs.session import JobInputError
 
     for injection in ("x') OR ('1'='1", "x' OR '1'='1"):  # the first one would release every row of the table
