@@ -13,7 +13,7 @@ from include.alerts import FailureAlert
 OWNER = "flights-data-platform"
 
 # The one controlled list of tags; the DAG integrity test rejects any other.
-APPROVED_TAGS = frozenset({"flights", "lakehouse", "daily", "training", "ml", "quality", "warehouse"})
+APPROVED_TAGS = frozenset({"flights", "lakehouse", "daily", "training", "ml", "quality", "warehouse", "maintenance"})
 
 # Every task that launches a Spark job runs in this pool, so the machine (or the cluster's
 # queue) never holds more Spark jobs than it can run: `make airflow-init` creates it with

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from include.lake import export_uri, join, quality_result_uri
 
-# Spark tasks of both DAGs: task id -> spark_jobs/<job>.py
+# Spark tasks of the DAGs: task id -> spark_jobs/<job>.py
 JOBS = {
     "ingest_bronze": "bronze_landing",
     "validate_bronze": "quality_gate",
@@ -24,6 +24,7 @@ JOBS = {
     "validate_gold": "quality_gate",
     "score_flights": "predictions_flight_delay_risk",
     "export_training_set": "gold_training_set",
+    "maintain_lake": "lake_maintenance",
 }
 
 # Quality gates: gate name -> {suite: lake table}. The predictions gate runs inside the scoring job.
@@ -76,7 +77,7 @@ def training_set_uri(lake: str, ref: RunRef) -> str:
 
 def job_args(task_id: str, *, lake: str, landing: str, ref: RunRef, release=False, released_by: str = "",
              release_reason: str = "", model_dir: str = "", model_name: str = "", model_version: str = "",
-             validation_days="7", holdout_days="7") -> list[str]:
+             validation_days="7", holdout_days="7", retain_hours="168", quarantine_retention_days="365") -> list[str]:
     """The CLI arguments of the Spark job of ``task_id``.
 
     Args:
@@ -84,6 +85,7 @@ def job_args(task_id: str, *, lake: str, landing: str, ref: RunRef, release=Fals
         release: ingest_bronze: True/False, or a template rendering ``True``/``False``.
         model_dir, model_name, model_version: score_flights: the champion's bundle folder and identity.
         validation_days, holdout_days: export_training_set: the time split.
+        retain_hours, quarantine_retention_days: maintain_lake: the retention policy.
     """
     if task_id not in JOBS:
         raise KeyError(f"{task_id} runs no Spark job; Spark tasks: {', '.join(JOBS)}")
@@ -106,4 +108,6 @@ def job_args(task_id: str, *, lake: str, landing: str, ref: RunRef, release=Fals
     elif task_id == "export_training_set":
         args += ["--output", training_set_uri(lake, ref), "--validation-days", str(validation_days),
                  "--holdout-days", str(holdout_days)]
+    elif task_id == "maintain_lake":
+        args += ["--retain-hours", str(retain_hours), "--quarantine-retention-days", str(quarantine_retention_days)]
     return args

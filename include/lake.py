@@ -15,6 +15,7 @@ TABLES = (
     "bronze.planes",
     "bronze.airlines",
     "bronze.airports",
+    "bronze.dimension_snapshots",
     "silver.flights",
     "silver.weather",
     "silver.planes",
@@ -26,6 +27,7 @@ TABLES = (
     "bronze.landing_files",
     "quarantine.flights",
     "quarantine.weather",
+    "quarantine.events",
 )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,17 @@ def resolve(context: dict) -> dict:
     except IntervalError as exc:
         raise AirflowFailException(str(exc)) from exc
     log.info("This run covers %s (%d day(s))", interval, interval.num_days)
+    return interval_xcom(interval, context["run_id"])
+
+
+def resolve_maintenance(context: dict) -> dict:
+    """The days a maintenance run is recorded against: its data interval, or today for a manual run without one."""
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is None or end is None:
+        today = datetime.now(timezone.utc).date()
+        interval = Interval(today, today)
+    else:
+        interval = resolve_interval({}, start, end)
     return interval_xcom(interval, context["run_id"])
 
 

@@ -123,6 +123,9 @@ class Steps:
         elif task_id == "export_training_set":
             extra = {"validation_days": "{{ params.validation_days }}", "holdout_days": "{{ params.holdout_days }}"}
             output = training_set_uri(self.lake, ref)
+        elif task_id == "maintain_lake":
+            extra = {"retain_hours": "{{ params.retain_hours }}",
+                     "quarantine_retention_days": "{{ params.quarantine_retention_days }}"}
         op = self._job(task_id, ref, job_args(task_id, lake=self.lake, landing=self.landing, ref=ref, **extra),
                        interval, output)
         return op.output if output else op

@@ -47,6 +47,7 @@ from include.quality.rows import apply_row_rules
 from include.quality.suites import load_suite_dict
 from include.source.contract import CONTRACTS, NULL_TOKEN
 from include.source.delivery import BOM, inspect_file, parse_header
+from include.source.pii import PiiConfigError, pseudonymise
 from spark_jobs.quality_gate import reference_params
 from spark_jobs.quarantine_store import merge_quarantine, release_held
 from spark_jobs.session import (JobInputError, delta_exists, get_spark, interval_args, read_chunks,
@@ -258,7 +259,10 @@ def ingest_daily(spark: SparkSession, lake: str, landing: str, dataset: str, sta
             with_commit_retry(lambda: DeltaTable.forPath(spark, uri).delete(
                 f"{PARTITION_COLUMN} >= '{start}' AND {PARTITION_COLUMN} <= '{end}'"), uri)
         return {"files": len(paths), "rows": 0, "quarantined": 0}
-    df = read_accepted(spark, accepted, run_id)
+    try:  # personal columns are hashed before anything is derived from them (row id, raw record, quarantine)
+        df = pseudonymise(read_accepted(spark, accepted, run_id), dataset, "_raw_line", "_corrupt_record")
+    except PiiConfigError as exc:
+        raise JobInputError(str(exc)) from None
     data_cols = [c for c in df.columns if not c.startswith("_") and c != PARTITION_COLUMN]
     df = apply_row_rules(with_row_date(_row_ids(df, dataset, data_cols)), load_suite_dict(f"bronze/{dataset}"),
                          params)

