@@ -36,7 +36,7 @@ SPARK_POOL_SLOTS ?= $(or $(FLIGHTS_SPARK_POOL_SLOTS),$(shell python3 -c 'import 
 START ?= 2013-01-01
 END   ?= 2013-03-07
 
-.PHONY: help install jars s3a-jars gcs-jars fake-gcs-server azure-jars azurite spark3-env airflow-init land run test test-fast lock env plan gcp-upload release rollback scan-secrets env-file clean bench-warehouse bench-scoring
+.PHONY: help install jars s3a-jars gcs-jars fake-gcs-server azure-jars azurite spark3-env airflow-init land run test test-fast lock env plan gcp-upload release rollback scan-secrets pin-images env-file clean bench-warehouse bench-scoring
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -165,6 +165,9 @@ lock:  ## recompile the hashed locks: requirements.txt from requirements.in, req
 
 env-file: $(VENV)/.installed  ## .env for docker compose: fresh random secrets for every name of .env.example (FORCE=1 replaces it)
 	@$(PY) scripts/env_file.py $(if $(FORCE),--force)
+
+pin-images: $(VENV)/.installed  ## pin the Dockerfile's and docker-compose.yaml's pulled images to their tags' current digests (needs the registries)
+	@$(PY) scripts/pin_images.py
 
 scan-secrets: $(VENV)/.installed  ## detect-secrets over the working tree and every blob in the git history, against .secrets.baseline
 	@$(PY) scripts/scan_secrets.py
