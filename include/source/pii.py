@@ -121,23 +121,26 @@ def pseudonymise(df, dataset: str, line_column: str | None = None, corrupt_colum
         return df
     key = hmac_key(dataset, tuple(columns))
     fields = [c for c in df.columns if not c.startswith("_") and c != PARTITION_COLUMN]
-    hashed = set(columns)
-    if line_column:
-        raw_line = F.col(line_column)
-        uncertain = ~located(raw_line, F.col(header_column))
-        if corrupt_column:
+    source = line_column or (corrupt_column if corrupt_column in df.columns else None)
+    if source:  # the text of each line: redacted field by field where the fields are located, else withheld
+        raw_line = F.col(source)
+        uncertain = F.lit(False)
+        if line_column:
+            uncertain = ~located(raw_line, F.col(header_column))
+        if corrupt_column and corrupt_column in df.columns:
             uncertain = uncertain | F.col(corrupt_column).isNotNull()
         withheld = F.concat(F.lit(REDACTED_LINE), hmac_column(raw_line, key), F.lit("]"))
-        line = raw_line
-        for c in columns:
-            raw = F.col(c)
-            line = F.when(raw.isNull() | (raw == ""), line).otherwise(F.replace(line, raw, hmac_column(raw, key)))
         df = df.withColumn("_pii_uncertain", uncertain).withColumn("_pii_withheld", withheld)
-        df = df.withColumn(line_column, F.when(F.col("_pii_uncertain"), F.col("_pii_withheld")).otherwise(line))
-        if corrupt_column:
+        if line_column:
+            line = raw_line
+            for c in columns:
+                raw = F.col(c)
+                line = F.when(raw.isNull() | (raw == ""), line).otherwise(F.replace(line, raw, hmac_column(raw, key)))
+            df = df.withColumn(line_column, F.when(F.col("_pii_uncertain"), F.col("_pii_withheld")).otherwise(line))
+        if corrupt_column and corrupt_column in df.columns:
             df = df.withColumn(corrupt_column, F.when(F.col("_pii_uncertain"), F.col("_pii_withheld")))
         for c in fields:
-            if c not in hashed:
+            if c not in columns:
                 df = df.withColumn(c, F.when(F.col("_pii_uncertain"), hmac_column(F.col(c), key)).otherwise(F.col(c)))
         df = df.drop("_pii_uncertain", "_pii_withheld")
     for c in columns:

@@ -163,3 +163,24 @@ def test_the_local_target_hands_the_key_from_the_connection_to_the_job_environme
     assert env["FLIGHTS_PII_KEY"] == secret and not any(secret in part for part in cmd)
     runner.launch("gold_flight_features", ["--lake", "/l"], name="n")  # a job that never sees raw columns
     assert "FLIGHTS_PII_KEY" not in seen[-1][1]
+
+
+def test_a_personal_key_of_a_dimension_is_hashed_alike_so_flights_still_join_their_planes(spark, ingested, tmp_path,
+                                                                                          monkeypatch):
+    from spark_jobs.bronze_dimensions import ingest_dimensions
+    from tests.spark_jobs.test_bronze_dimensions import PLANES, deliver
+
+    monkeypatch.setenv("FLIGHTS_PII_COLUMNS", "flights.tailnum,planes.tailnum")
+    monkeypatch.setenv("FLIGHTS_PII_KEY", KEY)
+    planes = [*PLANES, PLANES[1].replace("N101", SECRETS[0], 1)]  # the plane that flew the kept flight
+    landing, lake = deliver(tmp_path / "landing", planes=("\n".join(planes) + "\n").encode()), str(tmp_path / "lake")
+    ingest_dimensions(spark, lake, landing, "r")
+
+    hashed = spark.read.format("delta").load(table_uri(lake, "bronze.planes"))
+    assert {r["tailnum"] for r in hashed.collect()} == {_hmac(t) for t in ("N101", "N102", "N103", "N104", "N105",
+                                                                          SECRETS[0])}
+    flights = spark.read.format("delta").load(table_uri(ingested[0], "bronze.flights"))
+    assert flights.join(hashed, "tailnum").count() == 1  # the kept flight finds its plane by the hash
+    found = [(str(p), s) for p in Path(lake).rglob("*") if p.is_file() for s in (SECRETS[0], "N101")
+             if s.encode() in p.read_bytes()]
+    assert not found, found
