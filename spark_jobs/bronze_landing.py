@@ -21,7 +21,8 @@ hash, compression, UTF-8, header, rows) and records it in ``bronze.landing_files
 
 Each accepted row is checked against the row-level expectations of its suite: rows that
 break one are written to ``quarantine.<dataset>`` with their reason codes, the line exactly
-as delivered (``raw_line``) and its parsed fields (``raw_record``), status ``held``; the good
+as delivered (``raw_line``) and its parsed fields (``raw_record``), status ``held`` (every status
+change is appended to ``quarantine.events``); the good
 rows continue. Rerunning an interval replaces exactly its partitions; a release of
 quarantined rows survives reruns.
 
@@ -324,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
                            landed[dataset])
         print(f"bronze.{dataset} {a.start}..{a.end}: {out}")
         if a.release_held:
-            n = release_held(spark, a.lake, dataset, a.start, a.end, a.released_by, a.release_reason)
+            n = release_held(spark, a.lake, dataset, a.start, a.end, a.released_by, a.release_reason, run_id=a.run_id)
             print(f"quarantine.{dataset}: released {n} held row(s) for {a.start}..{a.end}")
 
 

@@ -1,7 +1,7 @@
 """Release held quarantine rows of an interval (all, or selected row ids).
 
-Released rows keep their history (who, when, why) and flow into silver the next time
-the interval runs.
+Released rows keep their history (who, when, why; each release is appended to
+``quarantine.events``) and flow into silver the next time the interval runs.
 
     spark-submit spark_jobs/quarantine_release.py --lake LAKE --dataset flights \
         --start 2013-01-05 --end 2013-01-05 --run-id ID --by alice --reason "carrier list fixed"
@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--row-id", action="append", default=None, type=row_id_arg)
     a = p.parse_args(argv)
     spark = get_spark(f"quarantine_release_{a.dataset}_{a.start}_{a.end}")
-    n = release_held(spark, a.lake, a.dataset, a.start, a.end, a.by, a.reason, a.row_id)
+    n = release_held(spark, a.lake, a.dataset, a.start, a.end, a.by, a.reason, a.row_id, run_id=a.run_id)
     print(f"quarantine.{a.dataset}: released {n} held row(s) for {a.start}..{a.end}")
 
 

@@ -4,7 +4,8 @@
         --reason "carrier XX added to the reference list" [--by NAME] [--row-id ID ...]
 
 The quarantine keeps every row with its status (``held``, ``released``, ``superseded``),
-who changed it, when and why. Releasing does not change silver by itself: rerun the
+who changed it, when and why; every change is also appended to ``quarantine.events``, the
+row's full history. Releasing does not change silver by itself: rerun the
 interval (clear the run in the UI, or ``airflow dags test flights_daily <day>``), or
 trigger the run with the ``release_quarantined`` param, which releases and reprocesses
 in one go.

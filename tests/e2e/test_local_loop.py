@@ -1,6 +1,6 @@
 """The real DAGs, run with ``dag.test()`` on the local target, then checked in the lake,
-the registry and the warehouse: three days, a training run, one scored day, a rerun,
-a missing file and a malformed file."""
+the registry and the warehouse: three days, a training run, one scored day, a rerun of its
+scoring, a missing file, a malformed file and the weekly maintenance."""
 
 from __future__ import annotations
 
@@ -32,9 +32,9 @@ def _dag(dag_id):
     return DagBag(dag_folder=str(Path(__file__).resolve().parents[2] / "dags")).dags[dag_id]
 
 
-def _run(dag_id, logical_day: date, conf: dict | None = None):
+def _run(dag_id, logical_day: date, conf: dict | None = None, mark_success_pattern: str | None = None):
     dr = _dag(dag_id).test(logical_date=datetime(logical_day.year, logical_day.month, logical_day.day, tzinfo=UTC),
-                           run_conf=conf or {})
+                           run_conf=conf or {}, mark_success_pattern=mark_success_pattern)
     return dr
 
 
@@ -140,13 +140,26 @@ def test_ops_schema_records_pipeline_health(loop):
     assert _wh("SELECT promoted FROM ops.model_decisions") == [(True,)]
 
 
-def test_rerunning_a_day_changes_nothing(loop):
+def test_rerunning_a_scored_day_changes_nothing(loop):
+    """The scoring chain rerun with a champion: scoring, its gate and both warehouse loads.
+
+    Reruns of ingestion and features (the jobs before it, marked done here) are proved through the
+    scheduler by tests/e2e/test_backfill.py, three ways.
+    """
     tables = ["bronze.flights", "silver.flights", "gold.flight_features", "predictions.flight_delay_risk"]
     before = {t: _content_hash(_lake(t)) for t in tables}
     wh_sql = "SELECT * FROM analytics.flight_delay_predictions"
     wh_before = _content_hash(pd.DataFrame(_wh(wh_sql)).drop(columns=[10, 11]))  # run_id, loaded_at
-    dr = _run("flights_daily", SCORED_DAY)
+    loaded_before = _wh(f"SELECT max(loaded_at) FROM analytics.flight_delay_predictions "
+                        f"WHERE flight_date = DATE '{SCORED_DAY}'")
+    dr = _run("flights_daily", SCORED_DAY, mark_success_pattern=r"^(check_landing_files|ingest_bronze|validate_bronze|"
+                                                                r"enforce_bronze_gate|build_features|validate_gold|"
+                                                                r"enforce_gold_gate)$")
     assert str(dr.state) == "success", _states(dr)
+    assert {t: s for t, s in _states(dr).items() if t in ("score_flights", "load_flight_delay_predictions")} == {
+        "score_flights": "success", "load_flight_delay_predictions": "success"}
+    assert _wh(f"SELECT max(loaded_at) FROM analytics.flight_delay_predictions "
+               f"WHERE flight_date = DATE '{SCORED_DAY}'") != loaded_before  # the rows were loaded again
     assert {t: _content_hash(_lake(t)) for t in tables} == before
     assert _content_hash(pd.DataFrame(_wh(wh_sql)).drop(columns=[10, 11])) == wh_before
 

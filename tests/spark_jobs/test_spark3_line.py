@@ -49,7 +49,7 @@ MODEL = {"model_name": "spark3-line", "model_version": "1"}
 # the tasks in DAG order; the Spark 3 application runs build_features a second time (the rerun MERGEs)
 TASKS = ("ingest_bronze", "validate_bronze", "build_features", "validate_gold", "score_flights")
 GATES = {"validate_bronze": "bronze", "validate_gold": "gold", "score_flights": "predictions"}
-LOAD_TIMES = {"_ingested_at", "checked_at", "quarantined_at", "status_changed_at", "built_at"}  # when, not what
+LOAD_TIMES = {"_ingested_at", "checked_at", "quarantined_at", "status_changed_at", "built_at", "changed_at"}  # when, not what
 # What a Synapse batch sets besides its jars and Python files (include/targets/azure/livy.py).
 SESSION_CONF = {
     "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
