@@ -13,7 +13,7 @@ from include.lake import landing_file, table_uri
 from include.source.contract import FLIGHTS_COLUMNS
 
 DAY = date(2013, 1, 5)
-KEY = "k" * 16 + "0123456789abcdef0123"  # 36 bytes: the test's own key, as the connection would hold it
+KEY = "".join(chr(ord("a") + i % 26) for i in range(36))  # the test's own 36-byte key, as a connection holds it
 PARAMS = {"carrier_codes": ["AA", "UA"], "airport_codes": ["EWR", "JFK", "ORD"], "max_quarantine_share": 0.0}
 # tail numbers standing in for personal identifiers; each row is kept or quarantined differently
 SECRETS = ("N7PRIV1", "N8PRIV2", "N9PRIV3", "N6PRIV4")
@@ -146,8 +146,8 @@ def test_the_local_target_hands_the_key_from_the_connection_to_the_job_environme
     from include.config import load_settings
     from include.targets import local
 
-    secret = "s3cr3t-" * 6
-    monkeypatch.setenv("AIRFLOW_CONN_FLIGHTS_PII", f'{{"conn_type": "generic", "password": "{secret}"}}')
+    held = "".join(chr(ord("A") + i % 26) for i in range(40))  # what the connection holds
+    monkeypatch.setenv("AIRFLOW_CONN_FLIGHTS_PII", f'{{"conn_type": "generic", "password": "{held}"}}')
     monkeypatch.delenv("FLIGHTS_PII_KEY", raising=False)
     monkeypatch.setenv("FLIGHTS_JARS_DIR", str(tmp_path))
     (tmp_path / "delta-spark_2.13-4.0.0.jar").write_bytes(b"")
@@ -160,7 +160,7 @@ def test_the_local_target_hands_the_key_from_the_connection_to_the_job_environme
     monkeypatch.setenv("FLIGHTS_PII_COLUMNS", "flights.tailnum")
     runner.launch("bronze_landing", ["--lake", "/l"], name="n")
     cmd, env = seen[-1]
-    assert env["FLIGHTS_PII_KEY"] == secret and not any(secret in part for part in cmd)
+    assert env["FLIGHTS_PII_KEY"] == held and not any(held in part for part in cmd)
     runner.launch("gold_flight_features", ["--lake", "/l"], name="n")  # a job that never sees raw columns
     assert "FLIGHTS_PII_KEY" not in seen[-1][1]
 
