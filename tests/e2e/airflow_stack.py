@@ -49,6 +49,7 @@ class AirflowStack:
             FLIGHTS_HOME=str(home),
             AIRFLOW_HOME=str(airflow_home),
             AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{self.db}",
+            AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS="tests.e2e.sqlite_connect.CONNECT_ARGS",
             AIRFLOW__CORE__EXECUTOR="LocalExecutor",
             AIRFLOW__CORE__PARALLELISM="4",
             AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="True",
