@@ -119,7 +119,8 @@ class SageMakerModelRegistry:
                            ContentType="application/json")
         response = self.sm.create_model_package(
             ModelPackageGroupName=self.group,
-            ModelPackageDescription=f"trained on {tags.get('training_window', '?')} by {tags.get('airflow_run_id', '?')}",
+            ModelPackageDescription=(f"trained on {tags.get('training_window', '?')} "
+                                     f"by {tags.get('airflow_run_id', '?')}"),
             InferenceSpecification={
                 "Containers": [{"Image": self.aws.training_image, "ModelDataUrl": model_data}],
                 "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["text/csv"]},

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shlex
 from pathlib import Path
 
@@ -33,15 +32,9 @@ ROLES = {"flights blob reader": "flights-blob-reader", "flights blob creator": "
          "flights blob editor": "flights-blob-editor", "flights ml jobs": "flights-ml-jobs"}
 BUILT_IN = ("Synapse Compute Operator",)  # Synapse RBAC role, granted with `az synapse role assignment create`
 IDENTITIES = ("airflow", "spark", "training")
-LANDING_PREFIX = "landing"
 BLOB_PATH = "@Resource[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:path]"
 LIST_PREFIX = "@Request[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:prefix]"
 READ = "Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read"
-_PREFIX = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
-
-
-def _overlaps(a: str, b: str) -> bool:
-    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
 
 
 def placeholders(azure: AzureSettings) -> dict[str, str]:
@@ -51,19 +44,10 @@ def placeholders(azure: AzureSettings) -> dict[str, str]:
     container), with characters other than letters, digits, ``._-/``, or overlapping landing or
     the other root in the same container (a write grant would reach it).
     """
-    lake, artifacts = azure.lake_prefix.strip("/"), azure.artifacts_prefix.strip("/")
-    for name, prefix in (("FLIGHTS_AZURE_LAKE_PREFIX", lake), ("FLIGHTS_AZURE_ARTIFACTS_PREFIX", artifacts)):
-        if not _PREFIX.match(prefix) or {".", ".."} & set(prefix.split("/")):
-            raise ValueError(f"{name}={prefix!r} cannot be granted by a path condition: use one or more folder "
-                             "names of letters, digits, '.', '_' or '-' separated by '/' (no '.' or '..').")
-    if _overlaps(lake, LANDING_PREFIX):
-        raise ValueError(f"FLIGHTS_AZURE_LAKE_PREFIX={lake!r} overlaps the landing folder {LANDING_PREFIX!r}: the "
-                         "Spark identity could then delete landing files. Choose another lake prefix.")
-    if azure.artifacts_container == azure.lake_container:
-        for other in (lake, LANDING_PREFIX):
-            if _overlaps(artifacts, other):
-                raise ValueError(f"FLIGHTS_AZURE_ARTIFACTS_PREFIX={artifacts!r} overlaps {other!r} in the same "
-                                 f"container {azure.lake_container}: choose prefixes that do not contain one another.")
+    shared = azure.artifacts_container == azure.lake_container
+    lake, artifacts = templates.grantable_prefixes(azure.lake_prefix, azure.artifacts_prefix, env="FLIGHTS_AZURE",
+                                                   condition="a path condition", writer="Spark identity",
+                                                   shared_root=f"container {azure.lake_container}" if shared else None)
     return {**azure.placeholders(), "LAKE_PREFIX": lake, "ARTIFACTS_PREFIX": artifacts}
 
 

@@ -12,6 +12,10 @@ exactly what the tests check. Two rules hold for both clouds:
 
 Values are substituted into the parsed document, string by string, so a value can never change
 the structure of the JSON or YAML it lands in.
+
+Grants scoped to a folder (a GCS object-name condition, an Azure blob path condition) are only as
+safe as the folder names: ``grantable_prefixes`` refuses a lake or artifacts prefix such a grant
+cannot express, or one that overlaps the landing zone or the other root.
 """
 
 from __future__ import annotations
@@ -22,6 +26,43 @@ from typing import Any, Iterable, Mapping
 
 PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 IF_SET = "IfSet"
+LANDING_PREFIX = "landing"  # every cloud lake's landing zone: <lake bucket or container>/landing
+_FOLDERS = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+
+
+def overlaps(a: str, b: str) -> bool:
+    """Whether one folder path is, or contains, the other."""
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
+def grantable_prefixes(lake_prefix: str, artifacts_prefix: str, *, env: str, condition: str, writer: str,
+                       shared_root: str | None) -> tuple[str, str]:
+    """The lake and artifacts prefixes (stripped of ``/``), once a grant scoped to each is safe.
+
+    Args:
+        env: the settings' variable stem (``FLIGHTS_GCP``), to name the variable at fault.
+        condition: what scopes the grant (``an object name prefix``), for the message.
+        writer: the identity that writes the lake (``Dataproc runtime``), for the message.
+        shared_root: where both roots live when they share one (``bucket flights-lake``), else None.
+
+    Raises ValueError naming the variable: a prefix that is empty (the whole root), holds characters
+    other than letters, digits, ``._-/`` or a ``.``/``..`` segment, a lake prefix overlapping the
+    landing folder, or (in a shared root) an artifacts prefix overlapping the lake or landing.
+    """
+    lake, artifacts = lake_prefix.strip("/"), artifacts_prefix.strip("/")
+    for name, prefix in ((f"{env}_LAKE_PREFIX", lake), (f"{env}_ARTIFACTS_PREFIX", artifacts)):
+        if not _FOLDERS.match(prefix) or {".", ".."} & set(prefix.split("/")):
+            raise ValueError(f"{name}={prefix!r} cannot be granted by {condition}: use one or more folder names of "
+                             "letters, digits, '.', '_' or '-' separated by '/' (no '.' or '..').")
+    if overlaps(lake, LANDING_PREFIX):
+        raise ValueError(f"{env}_LAKE_PREFIX={lake!r} overlaps the landing folder {LANDING_PREFIX!r}: the {writer} "
+                         "could then delete landing files. Choose another lake prefix.")
+    if shared_root:
+        for other in (lake, LANDING_PREFIX):
+            if overlaps(artifacts, other):
+                raise ValueError(f"{env}_ARTIFACTS_PREFIX={artifacts!r} overlaps {other!r} in the same {shared_root}: "
+                                 "choose prefixes that do not contain one another.")
+    return lake, artifacts
 
 
 def placeholders_in(obj: Any) -> set[str]:

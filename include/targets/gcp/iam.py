@@ -33,18 +33,12 @@ ROLES = ("flightsAirflowJobs", "flightsActAs", "flightsBigQueryJobs", "flightsWa
          "flightsObjectReader", "flightsObjectWriter", "flightsObjectEditor", "flightsDataprocWorker")
 BINDINGS = ("airflow", "dataproc-runtime", "vertex-training")
 TEMPLATES = (*(f"roles/{r}" for r in ROLES), *(f"bindings/{b}" for b in BINDINGS))
-LANDING_PREFIX = "landing"  # GcpSettings.landing_root: gs://<lake bucket>/landing
 DATAPROC_STAGING_PREFIX = "google-cloud-dataproc-metainfo"  # what Dataproc writes in the staging bucket
-_PREFIX = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
 
 def default_airflow_sa(gcp: GcpSettings) -> str:
     """The Airflow service account infra/gcp/README.md creates: ``flights-airflow@<project>``."""
     return f"flights-airflow@{gcp.project}.iam.gserviceaccount.com"
-
-
-def _overlaps(a: str, b: str) -> bool:
-    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
 
 
 def placeholders(gcp: GcpSettings, airflow_sa: str | None = None) -> dict[str, str]:
@@ -54,19 +48,10 @@ def placeholders(gcp: GcpSettings, airflow_sa: str | None = None) -> dict[str, s
     grant the whole bucket), with characters other than letters, digits, ``._-/``, or overlapping
     the landing prefix or the other root in the same bucket (a write grant would reach it).
     """
-    lake, artifacts = gcp.lake_prefix.strip("/"), gcp.artifacts_prefix.strip("/")
-    for name, prefix in (("FLIGHTS_GCP_LAKE_PREFIX", lake), ("FLIGHTS_GCP_ARTIFACTS_PREFIX", artifacts)):
-        if not _PREFIX.match(prefix):
-            raise ValueError(f"{name}={prefix!r} cannot be granted by an object name prefix: use one or more "
-                             "folder names of letters, digits, '.', '_' or '-' separated by '/'.")
-    if _overlaps(lake, LANDING_PREFIX):
-        raise ValueError(f"FLIGHTS_GCP_LAKE_PREFIX={lake!r} overlaps the landing folder {LANDING_PREFIX!r}: the "
-                         "Dataproc runtime could then delete landing files. Choose another lake prefix.")
-    if gcp.artifacts_bucket == gcp.lake_bucket:
-        for other in (lake, LANDING_PREFIX):
-            if _overlaps(artifacts, other):
-                raise ValueError(f"FLIGHTS_GCP_ARTIFACTS_PREFIX={artifacts!r} overlaps {other!r} in the same bucket "
-                                 f"{gcp.lake_bucket}: choose prefixes that do not contain one another.")
+    shared = gcp.artifacts_bucket == gcp.lake_bucket
+    lake, artifacts = templates.grantable_prefixes(gcp.lake_prefix, gcp.artifacts_prefix, env="FLIGHTS_GCP",
+                                                   condition="an object name prefix", writer="Dataproc runtime",
+                                                   shared_root=f"bucket {gcp.lake_bucket}" if shared else None)
     return {**gcp.placeholders(), "AIRFLOW_SA": airflow_sa or default_airflow_sa(gcp),
             "LAKE_PREFIX": lake, "ARTIFACTS_PREFIX": artifacts}
 
