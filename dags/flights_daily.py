@@ -23,6 +23,9 @@ DuckDB/PostgreSQL on `local`; EMR and Redshift on `aws`; Dataproc and BigQuery o
 
 A scheduled run covers its data interval (one day). A manual run may cover a range through the
 `start_date` / `end_date` params; rerunning any interval rewrites exactly its partitions.
+`release_quarantined` (with `release_reason`) releases the interval's held quarantine rows, and
+`accept_dimension_change` lets a dimension snapshot that really shrank (a carrier left) pass the
+change gate for this run.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ from include import pipeline
 from include.dag_defaults import default_args
 from include.steps import get_steps
 
+# Comma-separated dimension names or nothing. (?![\s\S]) is the end of the input for Python's and the
+# browser's regex alike ($ would let a trailing newline through in Python).
+DIMENSIONS_PATTERN = r"^((planes|airlines|airports)(,(planes|airlines|airports))*)?(?![\s\S])"
 # ASCII digits only (\d also matches other scripts' digits); maxLength refuses a trailing newline.
 DATE_PARAM = {"type": ["null", "string"], "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", "maxLength": 10}
 
@@ -55,6 +61,10 @@ DATE_PARAM = {"type": ["null", "string"], "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2
                                      description="Release the interval's held quarantine rows into silver"),
         "release_reason": Param("", type="string", maxLength=500,
                                 description="Why the rows are released (recorded)"),
+        "accept_dimension_change": Param(
+            "", type="string", maxLength=40, pattern=DIMENSIONS_PATTERN,
+            description="Dimension snapshots this run may shrink past the change gate (comma-separated: planes, "
+                        "airlines, airports), when the change is real"),
     },
     doc_md=__doc__,
 )

@@ -59,6 +59,7 @@ class Settings:
     alert_burst_window_min: int = 10
     alert_dedupe_window_min: int = 60
     max_landing_file_bytes: int = DEFAULT_MAX_LANDING_FILE_BYTES
+    pii_columns: str = ""  # FLIGHTS_PII_COLUMNS: personal columns beyond the contract's, handed to every ingest job
 
     @property
     def lake_root(self) -> Path:
@@ -118,6 +119,13 @@ def load_settings() -> Settings:
             f"FLIGHTS_ALERT_CHANNELS names unknown channel(s) {sorted(unknown)}; use {', '.join(ALERT_CHANNELS)}."
         )
     mlflow_db = home / "mlflow" / "mlflow.db"
+    from include.source.pii import PiiConfigError, parse_columns
+
+    pii_columns = _env("FLIGHTS_PII_COLUMNS", "")
+    try:
+        parse_columns(pii_columns)
+    except PiiConfigError as exc:
+        raise ConfigError(str(exc)) from None
     return Settings(
         target=target,
         home=home,
@@ -131,6 +139,7 @@ def load_settings() -> Settings:
         spark_driver_memory=_env("FLIGHTS_SPARK_DRIVER_MEMORY", "2g"),
         jars_dir=Path(_env("FLIGHTS_JARS_DIR", str(REPO_ROOT / ".cache" / "jars"))),
         mlflow_tracking_uri=_env("FLIGHTS_MLFLOW_TRACKING_URI", f"sqlite:///{mlflow_db}"),
+        pii_columns=",".join(f"{d}.{c}" for d, c in parse_columns(pii_columns)),
         alert_burst_count=_int_env("FLIGHTS_ALERT_BURST_COUNT", 5, 1,
                                    "the number of alerts in the burst window above which one storm summary is sent"),
         alert_burst_window_min=_int_env("FLIGHTS_ALERT_BURST_WINDOW_MIN", 10, 1,

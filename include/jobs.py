@@ -76,13 +76,17 @@ def training_set_uri(lake: str, ref: RunRef) -> str:
 
 
 def job_args(task_id: str, *, lake: str, landing: str, ref: RunRef, release=False, released_by: str = "",
-             release_reason: str = "", model_dir: str = "", model_name: str = "", model_version: str = "",
+             release_reason: str = "", accept_dimension_change: str = "", pii_columns: str = "",
+             pii_key_secret: str = "", model_dir: str = "", model_name: str = "", model_version: str = "",
              validation_days="7", holdout_days="7", retain_hours="168", quarantine_retention_days="365") -> list[str]:
     """The CLI arguments of the Spark job of ``task_id``.
 
     Args:
         ref: the interval and run (``RunRef.of`` or ``RunRef.template``).
         release: ingest_bronze: True/False, or a template rendering ``True``/``False``.
+        accept_dimension_change: ingest_bronze: dimensions whose snapshot may shrink (the run's param).
+        pii_columns, pii_key_secret: ingest_bronze: more personal columns (``FLIGHTS_PII_COLUMNS``), and the
+            secret a cloud job reads the HMAC key from (a name, never the key).
         model_dir, model_name, model_version: score_flights: the champion's bundle folder and identity.
         validation_days, holdout_days: export_training_set: the time split.
         retain_hours, quarantine_retention_days: maintain_lake: the retention policy.
@@ -97,6 +101,11 @@ def job_args(task_id: str, *, lake: str, landing: str, ref: RunRef, release=Fals
         elif release:
             args += ["--release-held", "--released-by", released_by, "--release-reason",
                      release_reason or DEFAULT_RELEASE_REASON]
+        args += [f"--accept-dimension-change={accept_dimension_change}"]  # one argument, even when empty
+        if pii_columns:
+            args += [f"--pii-columns={pii_columns}"]
+        if pii_key_secret:
+            args += ["--pii-key-secret", pii_key_secret]
     elif task_id in ("validate_bronze", "validate_gold"):
         gate = GATE_TASKS[task_id]
         args += ["--result", result_uri(lake, gate, ref)]

@@ -54,7 +54,8 @@ REGISTRY_TASKS = (("register_model", "a new version, its metrics and report"),
 CHAMPION = {"model_dir": "<champion bundle>", "model_name": "flights_delay_xgboost", "model_version": "<champion>"}
 # What the DAGs' parameters render to by default (flights_daily: release_quarantined, release_reason;
 # flights_training: validation_days, holdout_days).
-DEFAULT_PARAMS = {"release_quarantined": False, "release_reason": "", "validation_days": 7, "holdout_days": 7}
+DEFAULT_PARAMS = {"release_quarantined": False, "release_reason": "", "accept_dimension_change": "",
+                  "validation_days": 7, "holdout_days": 7}
 
 
 @dataclass
@@ -108,13 +109,18 @@ def sample_ref(run: str) -> RunRef:
     return RunRef.of(DAY, RUN_ID) if run == "daily" else RunRef.of(WINDOW, TRAIN_RUN_ID)
 
 
-def sample_job(task_id: str, lake: str, landing: str, ref: RunRef) -> tuple[list[str], str | None]:
+def sample_job(task_id: str, lake: str, landing: str, ref: RunRef,
+               pii_key_secret: str = "") -> tuple[list[str], str | None]:
     """(args, output) of a Spark step as the step factory passes them, rendered for ``ref`` and default params."""
     dag = DAGS["training" if task_id == "export_training_set" else "daily"]
     if task_id == "ingest_bronze":
+        from include.config import settings
+
         return job_args(task_id, lake=lake, landing=landing, ref=ref,
                         release=str(DEFAULT_PARAMS["release_quarantined"]), released_by=f"{dag} run {ref.run_id}",
-                        release_reason=DEFAULT_PARAMS["release_reason"] or DEFAULT_RELEASE_REASON), None
+                        release_reason=DEFAULT_PARAMS["release_reason"] or DEFAULT_RELEASE_REASON,
+                        accept_dimension_change=DEFAULT_PARAMS["accept_dimension_change"],
+                        pii_columns=settings().pii_columns, pii_key_secret=pii_key_secret), None
     if task_id in ("validate_bronze", "validate_gold"):
         gate = "bronze" if task_id == "validate_bronze" else "gold"
         return job_args(task_id, lake=lake, landing="", ref=ref), result_uri(lake, gate, ref)
@@ -145,7 +151,7 @@ def walk(backend) -> list[Call]:
         ref = sample_ref(run)
         jobs = []
         for task_id in tasks:
-            args, output = sample_job(task_id, lake, landing, ref)
+            args, output = sample_job(task_id, lake, landing, ref, backend.pii_key_secret)
             spec = backend.spark_job(task_id=task_id, job=JOBS[task_id], args=args, output=output,
                                      interval_key=ref.key)
             jobs.append(Call(run, "spark", task_id, spec, ref, {"job": JOBS[task_id], "args": args, "output": output}))

@@ -77,8 +77,8 @@ def _train(dataset: str, hyperparameters: dict, **context) -> dict:
 class Steps:
     """Builds the steps of both DAGs from a target's ``StepBackend``; see the module docstring."""
 
-    def __init__(self, backend: StepBackend):
-        self.backend = backend
+    def __init__(self, backend: StepBackend, cfg: Settings | None = None):
+        self.backend, self.cfg = backend, cfg or settings()
         self.lake, self.landing = backend.lake_root, backend.landing_root
         self._cluster: tuple[Any, Any] | None = None
 
@@ -119,7 +119,9 @@ class Steps:
         extra, output = {}, None
         if task_id == "ingest_bronze":
             extra = {"release": "{{ params.release_quarantined }}", "released_by": "{{ dag.dag_id }} run {{ run_id }}",
-                     "release_reason": "{{ params.release_reason or '%s' }}" % DEFAULT_RELEASE_REASON}
+                     "release_reason": "{{ params.release_reason or '%s' }}" % DEFAULT_RELEASE_REASON,
+                     "accept_dimension_change": "{{ params.accept_dimension_change }}",
+                     "pii_columns": self.cfg.pii_columns, "pii_key_secret": self.backend.pii_key_secret}
         elif task_id == "export_training_set":
             extra = {"validation_days": "{{ params.validation_days }}", "holdout_days": "{{ params.holdout_days }}"}
             output = training_set_uri(self.lake, ref)
@@ -190,4 +192,5 @@ def get_steps(cfg: Settings | None = None) -> Steps:
     """
     from include.targets import get_step_backend
 
-    return Steps(get_step_backend(cfg or settings()))
+    cfg = cfg or settings()
+    return Steps(get_step_backend(cfg), cfg)

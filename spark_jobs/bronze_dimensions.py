@@ -12,8 +12,9 @@ dimensions and checks every snapshot before any of them replaces its table:
 - the change, against the current ``bronze.<name>``: keys may be added, but a snapshot
   that would drop more than ``FLIGHTS_DIMENSION_MAX_KEY_LOSS`` (default 0.01, 1%) of the
   current keys, or has that many fewer rows, is refused. An intended large change is
-  accepted when ``FLIGHTS_ACCEPT_DIMENSION_CHANGE`` names the dimension (comma-separated,
-  e.g. ``airlines``); unset it once the run has passed.
+  accepted for one run when its ``accept_dimension_change`` param names the dimension
+  (``bronze_landing.py --accept-dimension-change airlines``; comma-separated), or for every
+  run while ``FLIGHTS_ACCEPT_DIMENSION_CHANGE`` does.
 
 When a snapshot is refused the job fails without retries (exit status 3), naming the file,
 what is wrong and what to do, and no dimension table is written. Every check is recorded
@@ -85,15 +86,22 @@ def max_dimension_key_loss() -> float:
     return value
 
 
-def accepted_dimension_changes() -> frozenset[str]:
-    """``FLIGHTS_ACCEPT_DIMENSION_CHANGE``: the dimensions whose next snapshot may drop any share of keys and rows."""
-    text = os.environ.get(ACCEPT_CHANGE_ENV, "")
-    names = frozenset(n.strip().lower() for n in text.split(",") if n.strip())
-    unknown = sorted(names - set(DIMENSION_COLUMNS))
-    if unknown:
-        raise ConfigError(f"{ACCEPT_CHANGE_ENV}={text!r} names unknown dimension(s) {unknown}; use a comma-separated "
-                          f"list of {', '.join(DIMENSION_COLUMNS)}, or unset it.")
-    return names
+def accepted_dimension_changes(extra: str = "") -> frozenset[str]:
+    """The dimensions whose next snapshot may drop any share of keys and rows.
+
+    ``FLIGHTS_ACCEPT_DIMENSION_CHANGE`` (a deployment's standing choice) plus ``extra`` (the run's
+    ``accept_dimension_change`` param, as the job's ``--accept-dimension-change``).
+    """
+    names = set()
+    for source, text in ((ACCEPT_CHANGE_ENV, os.environ.get(ACCEPT_CHANGE_ENV, "")),
+                         ("--accept-dimension-change", extra)):
+        given = {n.strip().lower() for n in text.split(",") if n.strip()}
+        unknown = sorted(given - set(DIMENSION_COLUMNS))
+        if unknown:
+            raise ConfigError(f"{source}={text!r} names unknown dimension(s) {unknown}; use a comma-separated "
+                              f"list of {', '.join(DIMENSION_COLUMNS)}, or leave it empty.")
+        names |= given
+    return frozenset(names)
 
 
 @dataclass

@@ -28,7 +28,14 @@ quarantined rows survives reruns.
 
     spark-submit spark_jobs/bronze_landing.py --lake LAKE --landing LANDING \
         --start 2013-01-01 --end 2013-01-31 --run-id RUN_ID [--release-held --released-by WHO] \
-        [--max-file-bytes N]
+        [--max-file-bytes N] [--accept-dimension-change airlines,...] [--pii-columns flights.tailnum,...] \
+        [--pii-key-secret SECRET]
+
+``--pii-columns`` classifies more columns as personal than the contract does, and
+``--pii-key-secret`` names the secret (AWS Secrets Manager, GCP Secret Manager, Azure Key
+Vault) the job reads the HMAC key from when its environment has no ``FLIGHTS_PII_KEY``
+(``include.source.pii``). ``--accept-dimension-change`` lets the named dimension snapshots
+drop more keys than the change gate allows (``spark_jobs.bronze_dimensions``).
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ from include.quality.rows import apply_row_rules
 from include.quality.suites import load_suite_dict
 from include.source.contract import CONTRACTS, NULL_TOKEN
 from include.source.delivery import BOM, inspect_file, parse_header
-from include.source.pii import PiiConfigError, pseudonymise
+from include.source.pii import PiiConfigError, pseudonymise, use_columns, use_key_secret
 from spark_jobs.quality_gate import reference_params
 from spark_jobs.quarantine_store import merge_quarantine, release_held
 from spark_jobs.session import (JobInputError, delta_exists, get_spark, interval_args, read_chunks,
@@ -307,18 +314,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--release-reason", default="released by a run parameter")
     p.add_argument("--max-file-bytes", type=_positive, default=None,
                    help="refuse landing files larger than this (default: $FLIGHTS_MAX_LANDING_FILE_BYTES, 2 GiB)")
+    p.add_argument("--accept-dimension-change", default="",
+                   help="dimensions whose snapshot may drop more keys than the change gate allows (comma-separated)")
+    p.add_argument("--pii-columns", default="", help="more personal columns, <dataset>.<column>,... (as "
+                                                     "$FLIGHTS_PII_COLUMNS)")
+    p.add_argument("--pii-key-secret", default="", help="the secret holding the HMAC key, read when "
+                                                        "$FLIGHTS_PII_KEY is unset (a name, never the key)")
     a = p.parse_args(argv)
-    try:
+    from spark_jobs.bronze_dimensions import accepted_dimension_changes, ingest_dimensions
+
+    try:  # every setting is checked before Spark starts: a wrong one fails in seconds, permanently
         max_file_bytes = a.max_file_bytes or max_landing_file_bytes()
-    except ConfigError as exc:
+        accept = accepted_dimension_changes(a.accept_dimension_change)
+        use_columns(a.pii_columns)
+        use_key_secret(a.pii_key_secret)
+    except (ConfigError, PiiConfigError) as exc:
         raise JobInputError(str(exc)) from None
     spark = get_spark(f"bronze_landing_{a.start}_{a.end}")
     landed = {ds: landed_files(spark, a.landing, ds, a.start, a.end) for ds in DAILY_DATASETS}
     for dataset, files in landed.items():  # before anything is written: every rerun would fail the same way
         refuse_large_files(dataset, [f for fs in files.values() for f in fs], max_file_bytes)
-    from spark_jobs.bronze_dimensions import ingest_dimensions  # it reads landing files as this job does
-
-    ingest_dimensions(spark, a.lake, a.landing, a.run_id)
+    ingest_dimensions(spark, a.lake, a.landing, a.run_id, accept_changes=accept)
     params = reference_params(spark, a.lake, max_quarantine_share=1.0)
     for dataset in DAILY_DATASETS:
         out = ingest_daily(spark, a.lake, a.landing, dataset, a.start, a.end, a.run_id, params, max_file_bytes,

@@ -20,14 +20,20 @@ data has no personal columns). A deployment can classify more without a code cha
 The key comes from the secrets backend, never from a file in the repository: Airflow
 resolves the connection ``flights_pii`` (``FLIGHTS_PII_CONN_ID``; its password is the key,
 at least 32 bytes) and hands it to the Spark job in the job's environment as
-``FLIGHTS_PII_KEY``, never on its command line. A job with personal columns and no key
-refuses to run (exit status 3): nothing is ingested unhashed. Rotating the key changes
-every hash: re-ingest the retained landing files with the new key, or keep the old one.
+``FLIGHTS_PII_KEY``, never on its command line. On a cloud target the job reads the key
+itself from the cloud's secret store: its command line carries only the secret's name
+(``--pii-key-secret``: an AWS Secrets Manager ARN, a GCP Secret Manager version name or an
+Azure Key Vault secret URL), and each cloud's package reads it (``SECRET_STORES``). A job
+with personal columns and no key refuses to run (exit status 3): nothing is ingested
+unhashed. Rotating the key changes every hash: re-ingest the retained landing files with
+the new key, or keep the old one.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+import re
 
 from include.source.contract import PII
 
@@ -38,26 +44,82 @@ BLOCK = 64  # SHA-256's block size: the HMAC key is padded (or hashed) to it
 REDACTED_LINE = "[withheld: the line did not parse, so its personal fields cannot be located; line hmac "
 
 
+# Where a key named by --pii-key-secret is read: a pattern of the secret's name, and the module of
+# the cloud's package whose read_secret(name) -> bytes reads it with the job's own identity.
+SECRET_STORES = (
+    (re.compile(r"arn:aws:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]+"),
+     "include.targets.aws.pii_key"),
+    (re.compile(r"projects/[a-z0-9-]+/secrets/[A-Za-z0-9_-]+/versions/([0-9]+|latest)"),
+     "include.targets.gcp.pii_key"),
+    (re.compile(r"https://[a-z0-9-]{3,24}\.vault\.azure\.net/secrets/[A-Za-z0-9-]+(/[0-9a-f]{32})?"
+                r"(#client_id=[0-9a-fA-F-]{36})?"),
+     "include.targets.azure.pii_key"),
+)
+_extra_columns = ""  # set by use_columns: more personal columns, from the job's command line
+_key_secret = ""  # set by use_key_secret: the secret the key is read from when the environment has none
+
+
 class PiiConfigError(ValueError):
     """Personal columns are classified but the key is missing or too short, or a classification is malformed."""
 
 
+class PiiKeyUnavailable(RuntimeError):
+    """The key's secret could not be read (denied, missing, unreachable): not a fault of the input, so retried."""
+
+
+def secret_store(name: str) -> str:
+    """The module that reads the secret ``name``; a name no store recognises is refused, naming the forms."""
+    for pattern, module in SECRET_STORES:
+        if pattern.fullmatch(name):
+            return module
+    raise PiiConfigError(
+        f"--pii-key-secret {name!r} names no secret store this job can read. Give an AWS Secrets Manager ARN "
+        "(arn:aws:secretsmanager:<region>:<account>:secret:<name>), a GCP Secret Manager version "
+        "(projects/<project>/secrets/<secret>/versions/<n|latest>) or an Azure Key Vault secret URL "
+        "(https://<vault>.vault.azure.net/secrets/<name>[#client_id=<managed identity client id>]).")
+
+
+def use_key_secret(name: str) -> None:
+    """Read the key from the secret ``name`` when the environment has none (checked now, read when needed)."""
+    global _key_secret
+    if name:
+        secret_store(name)
+    _key_secret = name
+
+
 def pii_columns(dataset: str) -> tuple[str, ...]:
-    """The columns of ``dataset`` classified as personal: the contract's, plus ``FLIGHTS_PII_COLUMNS``'s."""
-    extra = []
-    for item in filter(None, (s.strip() for s in os.environ.get(COLUMNS_ENV, "").split(","))):
-        name, dot, column = item.partition(".")
-        if not dot or not name or not column:
-            raise PiiConfigError(f"{COLUMNS_ENV} entry {item!r} is not <dataset>.<column> "
-                                 f"(e.g. flights.tailnum); fix the variable or unset it.")
-        if name == dataset:
-            extra.append(column)
+    """The columns of ``dataset`` classified as personal: the contract's, ``FLIGHTS_PII_COLUMNS``'s and
+    ``use_columns``'s (the job's ``--pii-columns``)."""
+    extra = [column for name, column in parse_columns(os.environ.get(COLUMNS_ENV, ""), COLUMNS_ENV)
+             + parse_columns(_extra_columns, "--pii-columns") if name == dataset]
     return tuple(sorted(set(PII.get(dataset, ())) | set(extra)))
+
+
+def parse_columns(text: str, source: str = COLUMNS_ENV) -> list[tuple[str, str]]:
+    """``flights.tailnum,planes.tailnum`` as (dataset, column) pairs; a malformed entry is refused, naming it."""
+    out = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, dot, column = item.partition(".")
+        if not dot or not re.fullmatch(r"[a-z_][a-z0-9_]*", name) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*",
+                                                                                       column):
+            raise PiiConfigError(f"{source} entry {item!r} is not <dataset>.<column> "
+                                 f"(e.g. flights.tailnum); fix the value or unset it.")
+        out.append((name, column))
+    return out
+
+
+def use_columns(text: str) -> None:
+    """Classify more columns for this process (the job's ``--pii-columns``), on top of the environment's."""
+    global _extra_columns
+    parse_columns(text, "--pii-columns")
+    _extra_columns = text
 
 
 def hmac_key(dataset: str, columns: tuple[str, ...]) -> bytes:
     """The HMAC key from the job's environment; refuses to go on without one when there is personal data."""
     key = os.environ.get(KEY_ENV, "").encode()
+    if not key and _key_secret:
+        key = read_key_secret(_key_secret)
     if len(key) < MIN_KEY_BYTES:
         state = "not set" if not key else f"only {len(key)} bytes"
         raise PiiConfigError(
@@ -66,6 +128,21 @@ def hmac_key(dataset: str, columns: tuple[str, ...]) -> bytes:
             f"flights_pii (FLIGHTS_PII_CONN_ID), e.g. `airflow connections add flights_pii --conn-type generic "
             f"--conn-password \"$(openssl rand -hex 32)\"`, then clear the task.")
     return key
+
+
+def read_key_secret(name: str) -> bytes:
+    """The key in the secret ``name``, read by its cloud's package; a failure names the secret and the grant."""
+    module = secret_store(name)
+    try:
+        value = importlib.import_module(module).read_secret(name)
+    except PiiConfigError:
+        raise
+    except Exception as exc:  # denied, missing, unreachable: the message says which, and what to check
+        raise PiiKeyUnavailable(
+            f"could not read the PII key from {name.split('#')[0]} ({type(exc).__name__}: {exc}); nothing was "
+            "ingested. Check that the secret exists and that the Spark job's identity may read it (see the "
+            "cloud's page in docs/), then clear the task.") from exc
+    return value.strip()
 
 
 def pads(key: bytes) -> tuple[bytes, bytes]:

@@ -122,6 +122,7 @@ class StepBackend(Protocol):
 
     lake_root: str
     landing_root: str
+    pii_key_secret: str  # the secret the ingest job reads the PII key from ("": the job's environment has it)
 
     def spark_job(self, *, task_id: str, job: str, args: list[str], output: str | None,
                   interval_key: str) -> OperatorSpec | None:

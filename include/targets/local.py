@@ -162,6 +162,7 @@ class LocalSteps:
 
     def __init__(self, cfg: Settings):
         self.lake_root, self.landing_root = str(cfg.lake_root), str(cfg.landing_root)
+        self.pii_key_secret = ""  # the key travels in the job's environment (pii_key_environment)
 
     def spark_job(self, **_) -> None:
         return None

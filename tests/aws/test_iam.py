@@ -44,6 +44,8 @@ CALLS = {
     "spark_jobs/* on EMR (job role; in EC2 mode the instance profile's role)": {
         "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"},
     "EMR on EC2 nodes uploading step and node logs to the cluster's LogUri (instance profile's role)": {"s3:PutObject"},
+    "include/targets/aws/pii_key.py in the ingest job, when FLIGHTS_AWS_PII_KEY_SECRET_ARN is set (job role)": {
+        "secretsmanager:GetSecretValue"},
     "Delta S3DynamoDBLogStore in the jobs, when FLIGHTS_AWS_DELTA_LOG_TABLE is set (job role)": {
         "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"},
     "SageMaker training job for sagemaker.py (execution role)": {
@@ -94,6 +96,24 @@ def test_the_delta_log_table_is_granted_only_when_configured():
     aws = _aws(delta_log_table="flights_delta_log")
     [st] = [st for st in _statements(iam.render("emr-job-role", aws)) if st["Sid"].startswith("IfSet")]
     assert st["Resource"] == "arn:aws:dynamodb:us-east-1:123456789012:table/flights_delta_log"
+
+
+PII_ARN = "arn:aws:secretsmanager:us-east-1:123456789012:secret:flights/pii-AbCdEf"
+
+
+@pytest.mark.parametrize("policy, settings", [("emr-job-role", "serverless"), ("emr-ec2-instance-role", "ec2")])
+def test_the_job_reads_the_pii_key_secret_and_no_other(policy, settings):
+    build = _aws if settings == "serverless" else _ec2
+    doc = iam.render(policy, build(pii_key_secret_arn=PII_ARN))
+    assert allowed(doc, "secretsmanager:GetSecretValue", PII_ARN)
+    for other in (PII_ARN.replace("flights/pii", "flights/other"), PII_ARN + "x",
+                  "arn:aws:secretsmanager:us-east-1:123456789012:secret:airflow/connections/flights_warehouse-AbCdEf"):
+        assert not allowed(doc, "secretsmanager:GetSecretValue", other), other
+    for action in ("secretsmanager:PutSecretValue", "secretsmanager:DeleteSecret", "secretsmanager:ListSecrets"):
+        assert not allowed(doc, action, PII_ARN), action
+    unset = iam.render(policy, build())
+    assert not allowed(unset, "secretsmanager:GetSecretValue", PII_ARN)
+    assert not any(st["Sid"] == "IfSetReadThePiiKey" for st in _statements(unset))
 
 
 def test_rendering_fills_every_placeholder():

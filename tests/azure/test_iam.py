@@ -264,6 +264,18 @@ def test_write_produces_the_commands(tmp_path):
         assert json.loads((tmp_path / "roles" / f"{file}.json").read_text())["IsCustom"] is True
 
 
+def test_the_spark_identity_reads_the_pii_key_secret_only_when_set(tmp_path):
+    assert iam.PII_KEY_ROLE not in iam.write(tmp_path / "unset", AZ).read_text()
+    url = ("https://flights-kv.vault.azure.net/secrets/flights-pii/0123456789abcdef0123456789abcdef"
+           "#client_id=0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b")
+    script = iam.write(tmp_path / "set", AzureSettings.example(pii_key_secret_uri=url)).read_text()
+    [grant] = [line for line in script.splitlines() if iam.PII_KEY_ROLE in line]
+    assert grant.startswith('az role assignment create --assignee-object-id "$SPARK_PRINCIPAL" ')
+    assert grant.endswith('--scope "$VAULT_ID"/secrets/flights-pii')  # the secret, every version; not the vault
+    assert "VAULT_ID=$(az keyvault show -n flights-kv --query id -o tsv)" in script
+    assert script.index("SPARK_PRINCIPAL=") < script.index(grant)
+
+
 def test_unknown_placeholder_is_named(tmp_path, monkeypatch):
     (tmp_path / "roles").mkdir()
     (tmp_path / "roles" / "flights-blob-reader.json").write_text('{"Name": "${NOPE}"}')

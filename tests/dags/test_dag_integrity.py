@@ -191,6 +191,18 @@ def test_date_params_accept_only_ascii_iso_dates(dagbag, dag_id):
     assert accepted == []  # non-ASCII digits, a trailing newline, SQL or a compact date are not YYYY-MM-DD
 
 
+def test_accept_dimension_change_takes_only_dimension_names(dagbag):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    dag = dagbag.dags["flights_daily"]
+    assert _trigger(dag, {})["accept_dimension_change"] == ""
+    assert _trigger(dag, {"accept_dimension_change": "airlines"})["accept_dimension_change"] == "airlines"
+    assert _trigger(dag, {"accept_dimension_change": "planes,airports"})["accept_dimension_change"]
+    for bad in ("carriers", "airlines,", "airlines --lake=/tmp", "airlines\n", " planes", "*"):
+        with pytest.raises(ParamValidationError, match="accept_dimension_change"):
+            _trigger(dag, {"accept_dimension_change": bad})
+
+
 def test_release_reason_has_a_length_limit(dagbag):
     from airflow.sdk.exceptions import ParamValidationError
 

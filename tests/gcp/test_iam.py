@@ -18,7 +18,8 @@ from include.targets.gcp import iam
 from include.targets.gcp.settings import GcpSettings
 
 TOPIC = "projects/flights-example/topics/flights-alerts"
-GCP = GcpSettings.example(pubsub_topic=TOPIC)
+PII_RESOURCE = "projects/flights-example/secrets/flights-pii"
+GCP = GcpSettings.example(pubsub_topic=TOPIC, pii_key_secret=f"{PII_RESOURCE}/versions/latest")
 AIRFLOW, DATAPROC, VERTEX = "airflow", "dataproc-runtime", "vertex-training"
 
 # (service account, where the call is: "file::function" (+ what it calls), permissions it needs)
@@ -83,6 +84,8 @@ CALLS = [
     (DATAPROC, "spark_jobs/* on Dataproc (Cloud Storage connector: read landing, read and write the lake; "
                "a Delta commit or a Parquet rename deletes temporary objects)",
      {"storage.objects.get", "storage.objects.list", "storage.objects.create", "storage.objects.delete"}),
+    (DATAPROC, "include/targets/gcp/pii_key.py::read_secret (versions.access of the PII key, when "
+               "FLIGHTS_GCP_PII_KEY_SECRET is set)", {"secretmanager.versions.access"}),
     (DATAPROC, "include/targets/gcp/dataproc.py::batch_request (staging_bucket, config_bucket: driver output and "
                "Spark history under google-cloud-dataproc-metainfo/)",
      {"storage.objects.get", "storage.objects.list", "storage.objects.create", "storage.objects.delete"}),
@@ -129,7 +132,8 @@ GCP_MODULES = ("gcs", "dataproc", "operators", "vertex", "vertex_operators", "ve
                "__init__")
 _METHOD_CALL = re.compile(r"\.((?:create|get|list|cancel|delete|submit|upload|update|merge|publish|query|load|wait"
                           r"|exists|download)(?:_[a-z_]+)?)\(")
-PREDEFINED = {"roles/pubsub.publisher": {"pubsub.topics.publish"}}  # the only predefined role granted
+PREDEFINED = {"roles/pubsub.publisher": {"pubsub.topics.publish"},  # the only predefined roles granted, each on
+              "roles/secretmanager.secretAccessor": {"secretmanager.versions.access"}}  # one resource
 PRIMITIVE = {"roles/owner", "roles/editor", "roles/viewer"}
 PERMISSION = re.compile(r"^[a-z][a-zA-Z0-9]*\.[a-z][a-zA-Z0-9]*\.[a-z][a-zA-Z0-9]*$")
 ROLE_FIELDS = {"title", "description", "stage", "includedPermissions"}
@@ -325,6 +329,14 @@ def test_publishing_only_on_the_alert_topic_and_only_when_set():
     assert "pubsub.topics.publish" not in granted(AIRFLOW, GcpSettings.example())  # no topic, no grant
 
 
+def test_only_the_dataproc_runtime_reads_a_secret_and_only_the_pii_key_and_only_when_set():
+    reading = [(a, b) for a in iam.BINDINGS for b in bindings(a)
+               if "secretmanager.versions.access" in role_permissions(b["role"])]
+    assert [(a, b["resource"]["type"], b["resource"]["name"]) for a, b in reading] == [
+        (DATAPROC, "secret", PII_RESOURCE)]  # the secret, so every version; never the project's secrets
+    assert "secretmanager.versions.access" not in granted(DATAPROC, GcpSettings.example())  # unset: no grant
+
+
 def test_prefixes_that_would_reach_landing_or_the_whole_bucket_are_refused():
     for overrides in ({"lake_prefix": "landing"}, {"lake_prefix": "landing/lake"}, {"lake_prefix": ""},
                       {"lake_prefix": 'lake" || true || "'}, {"artifacts_bucket": GCP.lake_bucket,
@@ -369,7 +381,7 @@ def test_binding_files_are_complete():
         ids = [b["id"] for b in doc["bindings"]]
         assert len(ids) == len(set(ids)), f"{account}: repeated binding ids"
         for b in doc["bindings"]:
-            assert b["resource"]["type"] in ("project", "serviceAccount", "bucket", "dataset", "topic"), b
+            assert b["resource"]["type"] in ("project", "serviceAccount", "bucket", "dataset", "topic", "secret"), b
             assert iam.binding_command(doc["member"], b, None)
             if "condition" in b:
                 assert b["condition"]["title"] and len(b["condition"]["title"]) <= 100
@@ -384,6 +396,9 @@ def test_write_produces_the_commands_and_files(tmp_path):
     assert script.count("gcloud iam roles create") == len(iam.ROLES)
     assert "gcloud storage buckets add-iam-policy-binding gs://flights-lake-example" in script
     assert f"gcloud pubsub topics add-iam-policy-binding {TOPIC}" in script
+    member = f"serviceAccount:{GCP.dataproc_service_account}"
+    assert f"gcloud secrets add-iam-policy-binding {PII_RESOURCE} --member={member}" \
+           " --role=roles/secretmanager.secretAccessor" in script
     conditions = list((tmp_path / "conditions").glob("*.yaml"))
     assert conditions and all({"title", "expression"} <= set(yaml.safe_load(c.read_text())) for c in conditions)
 

@@ -139,9 +139,14 @@ def test_the_gate_settings_are_read_from_the_environment_and_refused_when_invali
         monkeypatch.setenv("FLIGHTS_DIMENSION_MAX_KEY_LOSS", value)
         with pytest.raises(ConfigError, match="FLIGHTS_DIMENSION_MAX_KEY_LOSS"):
             max_dimension_key_loss()
+    assert accepted_dimension_changes("airports") == {"airlines", "planes", "airports"}  # the run's param adds
     monkeypatch.setenv("FLIGHTS_ACCEPT_DIMENSION_CHANGE", "carriers")
     with pytest.raises(ConfigError, match=r"unknown dimension\(s\) \['carriers'\]"):
         accepted_dimension_changes()
+    monkeypatch.delenv("FLIGHTS_ACCEPT_DIMENSION_CHANGE")
+    assert accepted_dimension_changes("") == frozenset()
+    with pytest.raises(ConfigError, match=r"--accept-dimension-change='planes,\*'.*unknown dimension\(s\) \['\*'\]"):
+        accepted_dimension_changes("planes,*")
 
 
 @pytest.mark.slow

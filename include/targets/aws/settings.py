@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from include.config import ConfigError
-from include.targets.cloud.settings import boolean as _bool, get as _get, integer as _int
+from include.targets.cloud.settings import boolean as _bool, get as _get, integer as _int, pii_key_secret
 from include.targets.aws.releases import DEFAULT_EMR_RELEASE, runtime
 
 # Accounts hosting the SageMaker XGBoost framework images ("sagemaker-xgboost" repository), from the
@@ -92,6 +92,7 @@ class AwsSettings:
     redshift_copy_role_arn: str = ""
     endpoint_url: str = ""
     delta_log_table: str = ""
+    pii_key_secret_arn: str = ""  # Secrets Manager secret the ingest job reads the PII key from
     deferrable: bool = True
     poll_s: int = 30
     retry_mode: str = "standard"
@@ -179,6 +180,7 @@ class AwsSettings:
             "REDSHIFT_COPY_ROLE_ARN": self.redshift_copy_role_arn or self.emr_job_role_arn,
             "TRAINING_IMAGE_REPOSITORY_ARN": self._training_repository_arn(),
             "DELTA_LOG_TABLE": self.delta_log_table,
+            "PII_KEY_SECRET_ARN": self.pii_key_secret_arn,
         }
 
     def _role_arn(self, name_or_arn: str) -> str:
@@ -325,6 +327,9 @@ def load_aws_settings(env=None) -> AwsSettings:
         redshift_secret_arn=arns["FLIGHTS_AWS_REDSHIFT_SECRET_ARN"],
         redshift_copy_role_arn=arns["FLIGHTS_AWS_REDSHIFT_COPY_ROLE_ARN"],
         endpoint_url=_get(env, "FLIGHTS_AWS_ENDPOINT_URL"), delta_log_table=log_table,
+        pii_key_secret_arn=pii_key_secret(env, "FLIGHTS_AWS_PII_KEY_SECRET_ARN", "include.targets.aws.pii_key",
+                                          "a Secrets Manager secret ARN (arn:aws:secretsmanager:<region>:<account>:"
+                                          "secret:<name>-<suffix>)"),
         deferrable=_bool(env, "FLIGHTS_AWS_DEFERRABLE", True),
         poll_s=_int(env, "FLIGHTS_AWS_POLL_S", 30), retry_mode=retry_mode, max_attempts=max_attempts,
     )

@@ -44,6 +44,7 @@ class AwsSteps:
                               "FLIGHTS_AWS_DEFERRABLE=false to wait for cloud jobs inside the worker.")
         self.aws, self.code, self.warehouse = aws, code, warehouse
         self.lake_root, self.landing_root = aws.lake_root, aws.landing_root
+        self.pii_key_secret = aws.pii_key_secret_arn
 
     def spark_job(self, *, task_id: str, job: str, args: list[str], output: str | None,
                   interval_key: str) -> OperatorSpec:

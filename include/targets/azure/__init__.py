@@ -39,6 +39,7 @@ class AzureSteps:
     def __init__(self, azure: AzureSettings, code: dict[str, str]):
         self.azure, self.code = azure, code
         self.lake_root, self.landing_root = azure.lake_root, azure.landing_root
+        self.pii_key_secret = azure.pii_key_secret_uri
 
     def spark_job(self, *, task_id: str, job: str, args: list[str], output: str | None,
                   interval_key: str) -> OperatorSpec:

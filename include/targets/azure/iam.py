@@ -31,6 +31,7 @@ TEMPLATE_DIR = REPO_ROOT / "infra" / "azure"
 ROLES = {"flights blob reader": "flights-blob-reader", "flights blob creator": "flights-blob-creator",
          "flights blob editor": "flights-blob-editor", "flights ml jobs": "flights-ml-jobs"}
 BUILT_IN = ("Synapse Compute Operator",)  # Synapse RBAC role, granted with `az synapse role assignment create`
+PII_KEY_ROLE = "Key Vault Secrets User"  # built-in: reads a secret's value; granted on the one secret only
 IDENTITIES = ("airflow", "spark", "training")
 BLOB_PATH = "@Resource[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:path]"
 LIST_PREFIX = "@Request[Microsoft.Storage/storageAccounts/blobServices/containers/blobs:prefix]"
@@ -153,7 +154,20 @@ def write(out: Path, azure: AzureSettings) -> Path:
             lines.append(f"az role assignment create --assignee-object-id \"${var}\" "
                          f"--assignee-principal-type ServicePrincipal --role {q(a['role'])} "
                          f"--scope {q(a['scope_id'])}{cond}")
+    if azure.pii_key_secret_uri:  # the vault may be in another resource group: its id is looked up by name
+        vault, name = pii_key_secret_parts(azure.pii_key_secret_uri)
+        lines += ["", "# spark: read the PII key (FLIGHTS_AZURE_PII_KEY_SECRET_URI), that one secret only",
+                  f"VAULT_ID=$(az keyvault show -n {q(vault)} --query id -o tsv)",
+                  f"az role assignment create --assignee-object-id \"$SPARK_PRINCIPAL\" "
+                  f"--assignee-principal-type ServicePrincipal --role {q(PII_KEY_ROLE)} "
+                  f"--scope \"$VAULT_ID\"/secrets/{q(name)}"]
     return templates.write_script(out / "apply.sh", lines)
+
+
+def pii_key_secret_parts(url: str) -> tuple[str, str]:
+    """(vault, secret) of a Key Vault secret URL, ``https://<vault>.vault.azure.net/secrets/<name>[/<version>]``."""
+    host, _, path = url.split("#")[0].removeprefix("https://").partition("/")
+    return host.split(".", 1)[0], path.split("/")[1]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from include.config import ConfigError
-from include.targets.cloud.settings import boolean, get, integer, require
+from include.targets.cloud.settings import boolean, get, integer, pii_key_secret, require
 
 SPARK_SERVICES = ("hdinsight", "synapse")
 SCHEMES = ("abfss",)  # the ABFS driver; wasb is gone from Hadoop 3.5 and has no managed identity
@@ -74,6 +74,9 @@ class AzureSettings:
     model_name: str = "flights-delay-xgboost"
     ml_datastore: str = "flights_artifacts"  # identity-based ADLS Gen2 datastore over the artifacts container
     managed_identity_client_id: str = ""
+    # Key Vault secret the ingest job reads the PII key from; "#client_id=<guid>" after it picks the
+    # cluster's user-assigned identity (flights-spark) when the nodes have several
+    pii_key_secret_uri: str = ""
     deferrable: bool = True
     poll_s: int = 30
     tags: dict = field(default_factory=lambda: {"project": "flights-lakehouse"})
@@ -243,6 +246,9 @@ def load_azure_settings(env=None) -> AzureSettings:
         model_name=get(env, "FLIGHTS_AZURE_MODEL_NAME", "flights-delay-xgboost"),
         ml_datastore=datastore,
         managed_identity_client_id=identity,
+        pii_key_secret_uri=pii_key_secret(env, "FLIGHTS_AZURE_PII_KEY_SECRET_URI", "include.targets.azure.pii_key",
+                                          "a Key Vault secret URL (https://<vault>.vault.azure.net/secrets/<name>"
+                                          "[/<version>][#client_id=<flights-spark client id>])"),
         deferrable=boolean(env, "FLIGHTS_AZURE_DEFERRABLE", True),
         poll_s=integer(env, "FLIGHTS_AZURE_POLL_S", 30),
     )

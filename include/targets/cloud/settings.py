@@ -37,3 +37,23 @@ def require(env, names: tuple[str, ...], target: str, doc: str) -> None:
     missing = [n for n in names if not get(env, n)]
     if missing:
         raise ConfigError(f"FLIGHTS_TARGET={target} needs {', '.join(missing)}; see {doc} (Settings) for each value.")
+
+
+def pii_key_secret(env, name: str, store: str, form: str) -> str:
+    """The secret the ingest job reads the PII key from (``name``), which must be one of ``store``'s (a module).
+
+    Checked with the job's own rule (``include.source.pii.secret_store``), so a value the job
+    would refuse fails here, when the DAGs are parsed.
+    """
+    from include.source.pii import PiiConfigError, secret_store
+
+    value = get(env, name)
+    if not value:
+        return ""
+    try:
+        found = secret_store(value)
+    except PiiConfigError:
+        found = ""
+    if found != store:
+        raise ConfigError(f"{name}={value!r} is not {form}; set it to that, or unset it.")
+    return value

@@ -38,6 +38,7 @@ class GcpSteps:
     def __init__(self, gcp: GcpSettings, code: dict[str, str]):
         self.gcp, self.code = gcp, code
         self.lake_root, self.landing_root = gcp.lake_root, gcp.landing_root
+        self.pii_key_secret = gcp.pii_key_secret
 
     def spark_job(self, *, task_id: str, job: str, args: list[str], output: str | None,
                   interval_key: str) -> OperatorSpec:

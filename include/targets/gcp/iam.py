@@ -104,8 +104,10 @@ def binding_command(member: str, binding: dict, condition_file: Path | None) -> 
         return f"bq add-iam-policy-binding {grant} {q(name)}"
     if kind == "topic":
         return f"gcloud pubsub topics add-iam-policy-binding {q(name)} {grant}"
+    if kind == "secret":
+        return f"gcloud secrets add-iam-policy-binding {q(name)} {grant}"
     raise ValueError(f"Binding {binding.get('id')} is on a {kind!r}; known resource types: project, serviceAccount, "
-                     "bucket, dataset, topic.")
+                     "bucket, dataset, topic, secret.")
 
 
 def write(out: Path, gcp: GcpSettings, *, airflow_sa: str | None = None) -> Path:

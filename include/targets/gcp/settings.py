@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from include.config import ConfigError
-from include.targets.cloud.settings import boolean, get, integer, require
+from include.targets.cloud.settings import boolean, get, integer, pii_key_secret, require
 
 SPARK_MODES = ("serverless", "cluster")
 DEFAULT_DATAPROC_RUNTIME = "3.0"  # Spark 4.0 + Delta 4.0: the pair the jobs are verified on (runtimes.py)
@@ -55,6 +55,7 @@ class GcpSettings:
     bigquery_dataset: str = "flights"
     bigquery_location: str = ""
     pubsub_topic: str = ""
+    pii_key_secret: str = ""  # Secret Manager version the ingest job reads the PII key from
     deferrable: bool = True
     poll_s: int = 30
     labels: dict = field(default_factory=lambda: {"project": "flights-lakehouse"})
@@ -105,6 +106,7 @@ class GcpSettings:
             "ARTIFACTS_BUCKET": self.artifacts_bucket, "DATAPROC_SA": self.dataproc_service_account,
             "VERTEX_SA": self.vertex_service_account, "BQ_PROJECT": self.warehouse_project,
             "BQ_DATASET": self.bigquery_dataset, "PUBSUB_TOPIC": self.pubsub_topic,
+            "PII_KEY_SECRET": self.pii_key_secret.split("/versions/")[0],  # a grant is on the secret, every version
         }
 
     @classmethod
@@ -173,6 +175,9 @@ def load_gcp_settings(env=None) -> GcpSettings:
         training_max_runtime_s=integer(env, "FLIGHTS_GCP_TRAINING_MAX_RUNTIME_S", 3600, 60),
         training_spot=boolean(env, "FLIGHTS_GCP_TRAINING_SPOT", False),
         model_display_name=get(env, "FLIGHTS_GCP_MODEL_DISPLAY_NAME", "flights-delay-xgboost"),
+        pii_key_secret=pii_key_secret(env, "FLIGHTS_GCP_PII_KEY_SECRET", "include.targets.gcp.pii_key",
+                                      "a Secret Manager version (projects/<project>/secrets/<secret>/versions/"
+                                      "<n|latest>)"),
         bigquery_project=get(env, "FLIGHTS_GCP_BIGQUERY_PROJECT"),
         bigquery_dataset=dataset,
         bigquery_location=get(env, "FLIGHTS_GCP_BIGQUERY_LOCATION"),
