@@ -36,7 +36,7 @@ SPARK_POOL_SLOTS ?= $(or $(FLIGHTS_SPARK_POOL_SLOTS),$(shell python3 -c 'import 
 START ?= 2013-01-01
 END   ?= 2013-03-07
 
-.PHONY: help install jars s3a-jars gcs-jars fake-gcs-server azure-jars azurite spark3-env airflow-init land run test test-fast lock env plan gcp-upload release rollback scan-secrets pin-images env-file clean bench-warehouse bench-scoring
+.PHONY: help install jars s3a-jars gcs-jars fake-gcs-server azure-jars azurite spark3-env airflow-init airflow land run test test-fast lock env plan gcp-upload release rollback scan-secrets pin-images env-file clean bench-warehouse bench-scoring
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -127,6 +127,9 @@ bench-warehouse: install  ## bulk warehouse load of a day at SCALE (30) against 
 
 bench-scoring: install  ## scoring through the Spark job against raw XGBoost, a day at SCALE (30)
 	@$(PY) benchmarks/scoring.py --scale $(or $(SCALE),30)
+
+airflow: airflow-init  ## the Airflow UI (API server), scheduler, DAG processor, triggerer and MLflow UI on 127.0.0.1; Ctrl-C stops them
+	@$(PY) scripts/airflow_ui.py
 
 run: airflow-init  ## the whole loop on real data, then a summary
 	@$(PY) scripts/run_loop.py
