@@ -14,9 +14,13 @@ Each day's New York flights, from the landing zone to the warehouse:
 5. **validate_gold** → **enforce_gold_gate** – the gate on gold;
 6. **find_champion** → **score_flights** → **enforce_predictions_gate** – the registry's `champion` scores
    gold into `predictions.flight_delay_risk`, behind the predictions gate (skipped, with a log line, until
-   a champion exists);
+   a champion exists); the drift of every feature and of the score from the champion's training data
+   goes to `ops.feature_drift`;
 7. **load_flight_outcomes**, **load_flight_delay_predictions** – each replaces the interval in its
-   `analytics` table.
+   `analytics` table;
+8. **evaluate_realised_performance** – the loaded predictions against the loaded outcomes, per model
+   version: AUC, log loss, Brier score, ECE and calibration by decile, per day and over the trailing
+   7 days, into `ops.model_performance` (skipped with the scoring).
 
 The task graph is the same on every target; `FLIGHTS_TARGET` picks where each step runs: spark-submit and
 DuckDB/PostgreSQL on `local`; EMR and Redshift on `aws`; Dataproc and BigQuery on `gcp`.
@@ -86,8 +90,12 @@ def flights_daily():
     features = steps.spark("build_features", interval)
     gold_ok = steps.gate("validate_gold", interval)
     scoring = steps.score("score_flights", interval)
+    @task
+    def evaluate_realised_performance(interval: dict, **context) -> dict:
+        return pipeline.evaluate_realised_performance(context, pipeline.as_interval(interval))
+
     landed >> bronze >> bronze_ok >> features >> gold_ok >> scoring
-    steps.load_warehouse("load_warehouse", interval, scoring)
+    steps.load_warehouse("load_warehouse", interval, scoring) >> evaluate_realised_performance(interval)
 
 
 flights_daily()

@@ -136,7 +136,25 @@ def find_champion(interval: Interval) -> dict:
 @fails_fast
 def enforce_predictions_gate(context: dict, interval: Interval, champion: dict, uri: str) -> dict:
     enforce_gate(context, interval, uri)
-    return {"scored": True, "model_version": champion["model_version"]}
+    drift = record_drift(context, interval, champion, uri)
+    return {"scored": True, "model_version": champion["model_version"], "drift": drift}
+
+
+def record_drift(context: dict, interval: Interval, champion: dict, uri: str) -> dict[str, str]:
+    """``ops.feature_drift``: the scoring job's PSI per feature and score (``include.drift``); level by column."""
+    target = get_target()
+    drift = target.lake.read_json(uri).get("drift") or {}
+    for column, d in sorted(drift.items()):
+        target.warehouse.record("ops.feature_drift", {
+            "model_name": champion["model_name"], "model_version": str(champion["model_version"]),
+            "interval_start": interval.start, "interval_end": interval.end, "feature": column, "psi": d["psi"],
+            "level": d["level"], "flights": d["rows"], "reference_rows": d["reference_rows"],
+            "run_id": context["run_id"]})
+    shifted = {c: round(d["psi"], 3) for c, d in drift.items() if d["level"] == "major"}
+    if shifted:
+        log.warning("Major drift (PSI > 0.25) from %s v%s's training data in %s: %s", champion["model_name"],
+                    champion["model_version"], interval, shifted)
+    return {c: d["level"] for c, d in drift.items()}
 
 
 @fails_fast
@@ -145,6 +163,22 @@ def load_table(interval: Interval, table: str, source: str) -> int:
     n = get_target().warehouse.load_interval(table, source, interval.start, interval.end)
     log.info("Loaded %d row(s) into %s for %s", n, table, interval)
     return n
+
+
+def evaluate_realised_performance(context: dict, interval: Interval) -> dict:
+    """Score the loaded predictions against the loaded outcomes and record it in ``ops.model_performance``."""
+    from include.monitoring import realised_performance
+
+    warehouse = get_target().warehouse
+    rows = realised_performance(warehouse, interval.start, interval.end)
+    for row in rows:
+        warehouse.record("ops.model_performance", {**row, "run_id": context["run_id"]})
+    for row in rows:
+        if row["scope"] == "trailing_7d" and row["period_end"] == interval.end:
+            log.info("%s v%s over %s..%s: %d flights, AUC %s, log loss %.4f, Brier %.4f, ECE %.4f",
+                     row["model_name"], row["model_version"], row["period_start"], row["period_end"], row["flights"],
+                     "n/a" if row["auc"] is None else f"{row['auc']:.4f}", row["log_loss"], row["brier"], row["ece"])
+    return {"measurements": len(rows), "versions": sorted({r["model_version"] for r in rows})}
 
 
 # --- flights_training ------------------------------------------------------------------------

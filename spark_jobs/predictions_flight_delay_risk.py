@@ -44,6 +44,22 @@ def score(df, model_bytes: bytes, spec: dict, spark):
     return df.select(*dict.fromkeys(PREDICTION_COLUMNS + FEATURES)).mapInPandas(predict, out_schema)
 
 
+def feature_drift(gold, predictions, spec: dict) -> dict | None:
+    """PSI of each feature and of the score against the version's training reference (``include.drift``).
+
+    None for a bundle trained before references were kept: its drift is not measured.
+    """
+    from include.drift import SCORE, compare, spark_counts
+
+    references = spec.get("reference")
+    if not references:
+        print("the champion's bundle has no training reference: drift not measured")
+        return None
+    counts = spark_counts(gold, {c: r for c, r in references.items() if c != SCORE})
+    counts.update(spark_counts(predictions, {SCORE: references[SCORE]}))
+    return compare(references, counts)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = interval_args(__doc__)
     p.add_argument("--model-dir", required=True)
@@ -70,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     gate = run_checks(spark, a.lake, ["predictions/flight_delay_risk=predictions.flight_delay_risk"], a.start, a.end,
                       a.run_id)
+    gate["drift"] = feature_drift(gold, written, spec)
     write_json(spark, a.result, gate)
     if gate["success"]:  # the warehouse hand-off exists only for predictions that passed their gate
         written.coalesce(1).write.mode("overwrite").parquet(

@@ -5,7 +5,7 @@ training job (SageMaker, Vertex AI, Azure ML), reading the exported Parquet fold
 
     python -m include.training.train --data DIR --output DIR [--params JSON]
 
-Outputs: ``bundle/`` (XGBoost model + feature spec), ``baseline/model.joblib``,
+Outputs: ``bundle/`` (XGBoost model + feature spec, with the training reference for drift), ``baseline/model.joblib``,
 ``metrics.json`` (holdout metrics of both models) and ``report.png``.
 """
 
@@ -146,6 +146,9 @@ def train_and_evaluate(data_dir: Path, output_dir: Path, params: dict[str, Any] 
     # The holdout metrics come from predict_proba, which stops at the best iteration; the bundle must
     # score exactly the same trees, so the trees after it are cut off before saving.
     booster = model.get_booster()[: int(model.best_iteration) + 1]
+    from include.drift import reference  # the training distributions travel with the version (drift)
+
+    spec = {**spec, "reference": reference(train, spec, model.predict_proba(prepare_frame(train, spec))[:, 1])}
     save_bundle(output_dir / "bundle", booster, spec)
     (output_dir / "baseline").mkdir(exist_ok=True)
     joblib.dump(baseline, output_dir / "baseline" / "model.joblib")

@@ -75,9 +75,33 @@ DDL = [
         run_id VARCHAR(250), run_interval VARCHAR(250), reason TEXT, delivered BOOLEAN,
         suppressed_by VARCHAR(32), raised_at TIMESTAMP,
         recorded_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)""",
+    # Realised performance of each model version once outcomes are in (include.monitoring): per day and
+    # over the trailing 7 days. Appended on every evaluation; the view keeps the latest per period.
+    """CREATE TABLE IF NOT EXISTS ops.model_performance (
+        model_name VARCHAR(128), model_version VARCHAR(32), scope VARCHAR(16),
+        period_start DATE, period_end DATE, flights INTEGER, delayed INTEGER,
+        auc DOUBLE PRECISION, log_loss DOUBLE PRECISION, brier DOUBLE PRECISION, ece DOUBLE PRECISION,
+        calibration TEXT, run_id VARCHAR(250),
+        recorded_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)""",
+    # Population Stability Index of each feature and of the score of a scored interval against the
+    # scoring version's training data (include.drift): one row per column and scoring run.
+    """CREATE TABLE IF NOT EXISTS ops.feature_drift (
+        model_name VARCHAR(128), model_version VARCHAR(32), interval_start DATE, interval_end DATE,
+        feature VARCHAR(64), psi DOUBLE PRECISION, level VARCHAR(16), flights BIGINT, reference_rows BIGINT,
+        run_id VARCHAR(250),
+        recorded_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)""",
+    """CREATE OR REPLACE VIEW ops.model_performance_latest AS
+        SELECT model_name, model_version, scope, period_start, period_end, flights, delayed,
+               auc, log_loss, brier, ece, calibration, run_id, recorded_at
+        FROM (SELECT m.*, ROW_NUMBER() OVER (
+                  PARTITION BY model_name, model_version, scope, period_start, period_end
+                  ORDER BY recorded_at DESC) AS latest
+              FROM ops.model_performance m) ranked
+        WHERE latest = 1""",
 ]
 
-OPS_TABLES = ("ops.dag_runs", "ops.task_runs", "ops.quality_gates", "ops.model_decisions", "ops.alerts")
+OPS_TABLES = ("ops.dag_runs", "ops.task_runs", "ops.quality_gates", "ops.model_decisions", "ops.alerts",
+              "ops.model_performance", "ops.feature_drift")
 
 
 def make_warehouse(cfg: Settings, lake=None):

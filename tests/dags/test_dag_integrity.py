@@ -116,7 +116,7 @@ def test_daily_dag_structure(dagbag):
     dag = dagbag.dags["flights_daily"]
     order = ["resolve_interval", "check_landing_files", "ingest_bronze", "validate_bronze", "enforce_bronze_gate",
              "build_features", "validate_gold", "enforce_gold_gate", "find_champion", "score_flights",
-             "enforce_predictions_gate", "load_flight_delay_predictions"]
+             "enforce_predictions_gate", "load_flight_delay_predictions", "evaluate_realised_performance"]
     assert set(dag.task_ids) == set(order) | {"load_flight_outcomes"}
     for upstream, downstream in zip(order, order[1:]):
         assert upstream in dag.get_task(downstream).upstream_task_ids, f"{upstream} -> {downstream}"
@@ -124,6 +124,10 @@ def test_daily_dag_structure(dagbag):
     assert dag.get_task("load_flight_outcomes").trigger_rule == "none_failed"
     assert dag.get_task("load_flight_delay_predictions").trigger_rule == "all_success"
     assert "enforce_predictions_gate" in dag.get_task("load_flight_outcomes").upstream_task_ids
+    # realised performance after both loads, and only when the predictions loaded
+    evaluate = dag.get_task("evaluate_realised_performance")
+    assert {"load_flight_outcomes", "load_flight_delay_predictions"} <= evaluate.upstream_task_ids
+    assert evaluate.trigger_rule == "all_success"
     assert dag.catchup
     assert set(dag.params.keys()) >= {"start_date", "end_date"}
 

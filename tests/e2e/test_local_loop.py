@@ -140,6 +140,43 @@ def test_ops_schema_records_pipeline_health(loop):
     assert _wh("SELECT promoted FROM ops.model_decisions") == [(True,)]
 
 
+def test_the_champions_realised_performance_is_recorded_for_the_scored_day(loop):
+    from datetime import timedelta
+
+    from include.training.metrics import evaluate
+
+    labelled = _wh("SELECT delay_probability, actual_is_delayed FROM analytics.prediction_outcomes "
+                   "WHERE actual_is_delayed IS NOT NULL")
+    want = evaluate([y for _, y in labelled], [p for p, _ in labelled])
+    rows = _wh("SELECT scope, period_start, period_end, flights, delayed, auc, log_loss, brier, ece, calibration "
+               "FROM ops.model_performance_latest WHERE model_name = 'flights_delay_xgboost' AND model_version = '1'")
+    assert {r[0]: (str(r[1])[:10], str(r[2])[:10]) for r in rows} == {
+        "day": (str(SCORED_DAY), str(SCORED_DAY)),
+        "trailing_7d": (str(SCORED_DAY - timedelta(days=6)), str(SCORED_DAY))}  # only the day was scored
+    for scope, _, _, flights, delayed, auc, log_loss, brier, ece, calibration in rows:
+        assert (flights, delayed) == (len(labelled), sum(y for _, y in labelled)), scope
+        assert (auc, log_loss, brier, ece) == pytest.approx(
+            (want["auc"], want["log_loss"], want["brier"], want["ece"]), abs=1e-9), scope
+        assert sum(d["flights"] for d in json.loads(calibration)) == len(labelled)
+
+
+def test_the_scored_days_drift_from_the_champions_training_data_is_recorded(loop):
+    from include.drift import SCORE
+    from include.features import FEATURES
+    from include.targets import get_target
+
+    bundle = get_target().registry.champion()
+    rows = _wh("SELECT feature, psi, level, flights, reference_rows FROM ops.feature_drift "
+               f"WHERE model_version = '1' AND interval_start = DATE '{SCORED_DAY}'")
+    assert sorted(r[0] for r in rows) == sorted(FEATURES + [SCORE])  # every feature and the score, once
+    for feature, psi, level, flights, reference_rows in rows:
+        assert flights == _source_rows(SCORED_DAY) and reference_rows > 0, feature
+        assert psi >= 0 and level in ("stable", "moderate", "major"), feature
+    # the reference is the one in the champion's bundle: the rows it was trained on
+    spec = json.loads((Path(get_target().registry.bundle_dir(bundle)) / "feature_spec.json").read_text())
+    assert {r[0]: r[4] for r in rows} == {c: ref["rows"] for c, ref in spec["reference"].items()}
+
+
 def test_rerunning_a_scored_day_changes_nothing(loop):
     """The scoring chain rerun with a champion: scoring, its gate and both warehouse loads.
 
@@ -162,6 +199,10 @@ def test_rerunning_a_scored_day_changes_nothing(loop):
                f"WHERE flight_date = DATE '{SCORED_DAY}'") != loaded_before  # the rows were loaded again
     assert {t: _content_hash(_lake(t)) for t in tables} == before
     assert _content_hash(pd.DataFrame(_wh(wh_sql)).drop(columns=[10, 11])) == wh_before
+    # the day's realised performance was measured again: recorded twice, one row per period for analysts
+    assert _wh("SELECT scope, count(*) FROM ops.model_performance GROUP BY scope ORDER BY scope") == [
+        ("day", 2), ("trailing_7d", 2)]
+    assert _wh("SELECT count(*) FROM ops.model_performance_latest") == [(2,)]
 
 
 def test_missing_landing_file_fails_with_the_expected_path(loop):

@@ -143,12 +143,14 @@ def test_an_unchanged_view_is_not_replaced():
 
     def run_query(sql, config, what, job_id_=None):
         ran.append(sql)
-        views[wh.table_id(bqw.VIEW)] = sql.split(" AS\n", 1)[1]
+        views[sql.split("`")[1]] = sql.split(" AS\n", 1)[1]
 
     wh._client, wh._run_query, ran = Client(), run_query, []
     wh._ensure_view()
     wh._ensure_view()  # BigQuery rate-limits metadata updates per table: many task processes start at once
-    assert len(ran) == 1 and ran[0].startswith("CREATE OR REPLACE VIEW `flights-example.flights.analytics_")
+    assert sorted(sql.split(" AS\n")[0] for sql in ran) == [
+        "CREATE OR REPLACE VIEW `flights-example.flights.analytics_prediction_outcomes`",
+        "CREATE OR REPLACE VIEW `flights-example.flights.ops_model_performance_latest`"]
 
 
 def test_record_refuses_injected_or_unknown_column_names_before_any_request():
@@ -269,10 +271,12 @@ def test_ensure_schema_twice_creates_partitioned_tables_and_the_view(warehouse, 
     again._run_query = lambda sql, *a, **k: jobs.append(sql) or run_query(sql, *a, **k)
     again.ensure_schema()  # a second process, same dataset: nothing fails, nothing duplicates
     # no ALTER: the tables are complete; the emulator reports no view query, so the view is replaced
-    assert [j.split(" `")[0] for j in jobs] == ["CREATE OR REPLACE VIEW"]
+    assert [j.split(" `")[0] for j in jobs] == ["CREATE OR REPLACE VIEW"] * 2
     assert _tables(warehouse) == sorted(["analytics_flight_delay_predictions", "analytics_flight_outcomes",
                                          "analytics_prediction_outcomes", "ops_dag_runs", "ops_task_runs",
-                                         "ops_quality_gates", "ops_model_decisions", "ops_alerts"])
+                                         "ops_quality_gates", "ops_model_decisions", "ops_alerts",
+                                         "ops_model_performance", "ops_model_performance_latest",
+                                         "ops_feature_drift"])
     table = warehouse.client.get_table(warehouse.table_id(PREDICTIONS))
     assert (table.time_partitioning.type_, table.time_partitioning.field) == ("DAY", "flight_date")
     assert table.clustering_fields == ["carrier", "flight_id"]

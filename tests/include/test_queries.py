@@ -18,6 +18,7 @@ import io
 import json
 import math
 import subprocess
+import time
 import uuid
 import zipfile
 from collections import defaultdict
@@ -476,6 +477,16 @@ def test_bigquery_rendering_answers_on_the_emulator(bq_emulator, data):  # noqa:
         except Exception as exc:  # every query's failure in one report
             failures.append(f"{name}: {exc}"[:600])
     assert not failures, "\n".join(failures)
+    from include.monitoring import realised_performance  # and the realised performance, through the view
+
+    rows = realised_performance(wh, EVAL_START, EVAL_END)
+    _check_performance(rows, data)
+    for attempt in ("first", "rerun"):
+        for row in rows[:3]:
+            wh.record("ops.model_performance", {**row, "run_id": attempt})
+        time.sleep(0.01)
+    columns, latest = wh.query("SELECT model_version, scope, period_end, run_id FROM ops.model_performance_latest")
+    assert len(latest) == 3 and {r[3] for r in latest} == {"rerun"}
 
 
 @pytest.mark.parametrize("backend", ["duckdb_warehouse", "postgres_warehouse"])
@@ -490,3 +501,99 @@ def test_the_run_summarys_analyst_query_runs_on_both_local_warehouses(backend, d
     assert {r[0]: r[1] for r in rows} == {c: len(v) for c, v in by_carrier.items()}
     for carrier, _, predicted, _ in rows:
         assert float(predicted) == pytest.approx(_mean(r["delay_probability"] for r in by_carrier[carrier]), abs=5e-4)
+
+
+# --- realised performance (include.monitoring) on every warehouse --------------------------------------
+# The interval evaluated is 03-06 .. 03-09: its trailing windows reach back to 02-28, cross the switch from
+# version 3 to 4 on 03-08, and 03-01 (scored by no one) lies inside them.
+EVAL_START, EVAL_END = date(2013, 3, 6), date(2013, 3, 9)
+
+
+def _auc(labels: list[int], probs: list[float]) -> float | None:
+    """Mann-Whitney U with average ranks for ties, from its definition."""
+    order = sorted(range(len(probs)), key=lambda i: probs[i])
+    ranks = [0.0] * len(probs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and probs[order[j + 1]] == probs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    positives = sum(labels)
+    negatives = len(labels) - positives
+    if not positives or not negatives:
+        return None
+    rank_sum = math.fsum(r for r, y in zip(ranks, labels) if y)
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+
+
+def expect_performance(data) -> dict[tuple, dict]:
+    """(version, scope, period_start, period_end) -> the metrics, from the loaded rows, without the project's code."""
+    outcomes = {o["flight_id"]: o["is_delayed"] for o in data["outcomes"]}
+    scored = [(p["flight_date"], p["model_version"], p["delay_probability"], outcomes.get(p["flight_id"]))
+              for p in data["predictions"]]
+    scored = [s for s in scored if s[3] is not None]
+    out = {}
+    day = EVAL_START
+    while day <= EVAL_END:
+        for scope, first in (("day", day), ("trailing_7d", day - timedelta(days=6))):
+            for version in ("3", "4"):
+                sample = [s for s in scored if s[1] == version and first <= s[0] <= day]
+                if not sample:
+                    continue
+                ys, ps = [s[3] for s in sample], [min(max(s[2], 1e-7), 1 - 1e-7) for s in sample]
+                n = len(sample)
+                bins = defaultdict(list)
+                for y, p in zip(ys, ps):
+                    bins[min(int(p * 10), 9)].append((y, p))
+                ece = math.fsum(len(b) / n * abs(_mean(y for y, _ in b) - _mean(p for _, p in b))
+                                for b in bins.values())
+                out[(version, scope, first, day)] = {
+                    "flights": n, "delayed": sum(ys), "auc": _auc(ys, ps),
+                    "log_loss": -math.fsum(math.log(p) if y else math.log(1 - p) for y, p in zip(ys, ps)) / n,
+                    "brier": math.fsum((p - y) ** 2 for y, p in zip(ys, ps)) / n, "ece": ece}
+        day += timedelta(days=1)
+    return out
+
+
+def _check_performance(rows: list[dict], data) -> None:
+    expected = expect_performance(data)
+    got = {(r["model_version"], r["scope"], r["period_start"], r["period_end"]): r for r in rows}
+    assert set(got) == set(expected)
+    assert {k[0] for k in got} == {"3", "4"} and ("4", "day", date(2013, 3, 7), date(2013, 3, 7)) not in got
+    for key, want in expected.items():
+        row = got[key]
+        assert (row["flights"], row["delayed"]) == (want["flights"], want["delayed"]), key
+        for metric in ("auc", "log_loss", "brier", "ece"):
+            if want[metric] is None:
+                assert row[metric] is None, (key, metric)
+            else:
+                assert row[metric] == pytest.approx(want[metric], abs=1e-9), (key, metric)
+        deciles = json.loads(row["calibration"])
+        assert sum(d["flights"] for d in deciles) == want["flights"] and deciles[0]["decile"] == 1
+        assert [d["mean_predicted"] for d in deciles] == sorted(d["mean_predicted"] for d in deciles)
+
+
+@pytest.mark.parametrize("backend", ["duckdb_warehouse", "postgres_warehouse"])
+def test_realised_performance_per_version_day_and_trailing_week_is_recorded_once_per_period(backend, data,
+                                                                                               request):
+    from include.monitoring import realised_performance
+
+    warehouse = request.getfixturevalue(backend)
+    rows = realised_performance(warehouse, EVAL_START, EVAL_END)
+    _check_performance(rows, data)
+    for attempt in ("first", "rerun"):  # a rerun records again; the view keeps one row per period, the latest
+        for row in rows:
+            warehouse.record("ops.model_performance", {**row, "run_id": f"{attempt}__2013-03-09"})
+        time.sleep(0.01)
+    columns, latest = warehouse.query("SELECT * FROM ops.model_performance_latest")
+    latest = [dict(zip(columns, r)) for r in latest]
+    assert len(latest) == len(rows) and {r["run_id"] for r in latest} == {"rerun__2013-03-09"}
+    for r in latest:
+        r["period_start"], r["period_end"] = (d if type(d) is date else d.date() for d in (r["period_start"],
+                                                                                          r["period_end"]))
+    _check_performance(latest, data)
+    _, total = warehouse.query("SELECT COUNT(*) FROM ops.model_performance")
+    assert total[0][0] == 2 * len(rows)

@@ -107,7 +107,7 @@ if TYPE_CHECKING:  # the client library is imported when first used
     from google.cloud import bigquery
 
 PARTITION_FIELD = "flight_date"
-VIEW = "analytics.prediction_outcomes"
+VIEW = "analytics.prediction_outcomes"  # the analysts' join of predictions and outcomes
 CLUSTERING = {
     "analytics.flight_delay_predictions": ["carrier", "flight_id"],
     "analytics.flight_outcomes": ["flight_id"],
@@ -214,13 +214,22 @@ def table_schemas() -> dict[str, list[Column]]:
     return tables
 
 
-def view_sql() -> str:
-    """The ``analytics.prediction_outcomes`` view's SELECT, as written in ``include.warehouse.DDL``."""
+def views() -> dict[str, str]:
+    """Every view of ``include.warehouse.DDL``: name -> its SELECT, as written there."""
+    out = {}
     for stmt in DDL:
         m = re.match(r"^\s*CREATE OR REPLACE VIEW (\S+) AS\s+(.*)$", stmt, re.DOTALL | re.IGNORECASE)
-        if m and m[1] == VIEW:
-            return m[2].strip()
-    raise ValueError(f"include.warehouse.DDL has no CREATE OR REPLACE VIEW {VIEW}.")
+        if m:
+            out[m[1]] = m[2].strip()
+    return out
+
+
+def view_sql(name: str = VIEW) -> str:
+    """The SELECT of the view ``name`` (default ``analytics.prediction_outcomes``), as written in the DDL."""
+    try:
+        return views()[name]
+    except KeyError:
+        raise ValueError(f"include.warehouse.DDL has no CREATE OR REPLACE VIEW {name}.") from None
 
 
 def source_uris(source) -> str:
@@ -444,7 +453,7 @@ class BigQueryWarehouse:
         return f"{self.project}.{self.dataset}.{bq_table_name(name)}"
 
     def resolve(self, sql: str) -> str:
-        return resolve_names(sql, self.table_id, set(self.schemas) | {VIEW})
+        return resolve_names(sql, self.table_id, set(self.schemas) | set(views()))
 
     # jobs
     def _submit(self, submit: Callable[[str | None], Any], job_id_: str | None, what: str):
@@ -532,18 +541,19 @@ class BigQueryWarehouse:
         self._ready = True
 
     def _ensure_view(self) -> None:
-        """Create or replace the view only when missing or different: every replace is a metadata update,
+        """Create or replace each view only when missing or different: every replace is a metadata update,
         and BigQuery rate-limits those per table (many task processes start at once)."""
         from google.api_core.exceptions import NotFound
 
-        query = self.resolve(view_sql())
-        try:
-            current = (self.client.get_table(self.table_id(VIEW)).view_query or "").strip()
-        except NotFound:
-            current = None
-        if current != query:
-            self._run_query(f"CREATE OR REPLACE VIEW `{self.table_id(VIEW)}` AS\n{query}", self._query_config(),
-                            f"create view {VIEW}")
+        for name, select in views().items():
+            query = self.resolve(select)
+            try:
+                current = (self.client.get_table(self.table_id(name)).view_query or "").strip()
+            except NotFound:
+                current = None
+            if current != query:
+                self._run_query(f"CREATE OR REPLACE VIEW `{self.table_id(name)}` AS\n{query}", self._query_config(),
+                                f"create view {name}")
 
     # the Warehouse seam
     def load_interval(self, table: str, source, start, end, *, job_name: str | None = None) -> int:
