@@ -338,7 +338,7 @@ def test_with_a_champion_the_day_is_scored_from_the_bundle_published_on_s3(env, 
     listed = env["s3"].list_objects_v2(Bucket=ARTIFACTS, Prefix=bundle.split("/", 3)[3] + "/")["Contents"]
     assert {o["Key"].rsplit("/", 1)[1] for o in listed} >= {"model.json", "feature_spec.json"}
     assert _tis(dr)["enforce_predictions_gate"].xcom_pull(task_ids="enforce_predictions_gate") == {
-        "scored": True, "model_version": "1"}
+        "scored": True, "model_version": "1", "drift": {}}  # the seeded job result counts no drift
     assert sorted(r["sql"][2].split()[2] for r in LOAD_REQUESTS) == [
         "analytics.flight_delay_predictions", "analytics.flight_outcomes"]
 
