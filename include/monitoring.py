@@ -82,15 +82,15 @@ def measure(labels: list[int], probabilities: list[float]) -> dict:
 def realised_performance(warehouse, start: date, end: date) -> list[dict]:
     """One measurement per model version, scope and period for the days ``start``..``end``."""
     rows = _scored_outcomes(warehouse, start - timedelta(days=TRAILING_DAYS - 1), end)
-    by_version: dict[tuple[str, str], list[tuple]] = defaultdict(list)
-    for row in rows:
-        by_version[(row[1], row[2])].append(row)
+    by_day: dict[tuple[str, str], dict[date, list[tuple]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:  # grouped once, so a long range costs its rows times the window, not rows times days
+        by_day[(row[1], row[2])][row[0]].append(row)
     out = []
     days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
-    for (name, version), scored in sorted(by_version.items()):
+    for (name, version), scored in sorted(by_day.items()):
         for day in days:
             for scope, first in (("day", day), ("trailing_7d", day - timedelta(days=TRAILING_DAYS - 1))):
-                sample = [r for r in scored if first <= r[0] <= day]
+                sample = [r for d in range((day - first).days + 1) for r in scored.get(first + timedelta(days=d), [])]
                 if not sample:
                     continue
                 out.append({"model_name": name, "model_version": version, "scope": scope, "period_start": first,

@@ -10,7 +10,6 @@ needs AWS credentials until a method is called.
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import logging
@@ -22,6 +21,7 @@ from include.config import ConfigError, Settings
 from include.targets.aws.artifact import split_s3
 from include.targets.aws.settings import AwsSettings, load_aws_settings
 from include.targets.base import Target, TrainingOutputs
+from include.targets.cloud.artifact import checkout_code_uris as code_uris
 from include.training.outputs import read_outputs
 
 log = logging.getLogger(__name__)
@@ -138,14 +138,6 @@ class SageMakerTrainer:
             return read_outputs(out, model_uri=url, where=url)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-
-
-@functools.lru_cache(maxsize=4)
-def code_uris(artifacts_root: str) -> dict[str, str]:
-    """The S3 URIs of this checkout's code artefact (content-addressed; uploaded by ``artifact`` before runs)."""
-    from include.targets.cloud import artifact
-
-    return artifact.code_uris(artifact.build_artifact(), artifacts_root)
 
 
 def step_backend(cfg: Settings, aws: AwsSettings | None = None):

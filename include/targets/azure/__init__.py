@@ -17,20 +17,11 @@ Delta), ``livy`` + ``livy_operators`` (Spark jobs), ``azureml`` + ``azureml_oper
 
 from __future__ import annotations
 
-import functools
-
 from include.config import Settings
 from include.targets.azure.settings import AzureSettings, load_azure_settings
 from include.targets.base import Target
+from include.targets.cloud.artifact import checkout_code_uris as code_uris
 from include.targets.cloud.spec import OperatorSpec
-
-
-@functools.lru_cache(maxsize=4)
-def code_uris(artifacts_root: str) -> dict[str, str]:
-    """The URIs of this checkout's code artefact in the artifacts container (content-addressed)."""
-    from include.targets.cloud import artifact
-
-    return artifact.code_uris(artifact.build_artifact(), artifacts_root)
 
 
 class AzureSteps:

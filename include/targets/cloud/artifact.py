@@ -16,6 +16,7 @@ reading the code it was started with.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -156,6 +157,16 @@ def code_uris(artifact: Artifact, artifacts_root: str) -> dict[str, str]:
     """The URIs a job spec names (``prefix``, ``zip``, ``sourcedir``), without uploading anything."""
     return {"prefix": artifact.prefix(artifacts_root), "zip": artifact.zip_uri(artifacts_root),
             "sourcedir": artifact.sourcedir_uri(artifacts_root), "sha256": artifact.sha256}
+
+
+@functools.lru_cache(maxsize=4)
+def checkout_code_uris(artifacts_root: str) -> dict[str, str]:
+    """``code_uris`` of this checkout's artefact under ``artifacts_root`` (built once per process and root).
+
+    Every cloud's step backend names these in its job specs when the DAGs are parsed; the
+    upload (each cloud's ``artifact`` command) puts the same content-addressed objects there.
+    """
+    return code_uris(build_artifact(), artifacts_root)
 
 
 def fetch_jars(wanted: dict[str, str], folder: Path, what: str, fetch: bool = True) -> list[Path]:

@@ -16,20 +16,11 @@ Modules: ``settings`` (``FLIGHTS_GCP_*``), ``gcs`` (lake, code upload, Spark's G
 
 from __future__ import annotations
 
-import functools
-
 from include.config import Settings
 from include.targets.base import Target
+from include.targets.cloud.artifact import checkout_code_uris as code_uris
 from include.targets.cloud.spec import OperatorSpec
 from include.targets.gcp.settings import GcpSettings, load_gcp_settings
-
-
-@functools.lru_cache(maxsize=4)
-def code_uris(artifacts_root: str) -> dict[str, str]:
-    """The gs:// URIs of this checkout's code artefact (content-addressed; uploaded by ``gcs`` before runs)."""
-    from include.targets.cloud import artifact
-
-    return artifact.code_uris(artifact.build_artifact(), artifacts_root)
 
 
 class GcpSteps:
