@@ -6,12 +6,14 @@ Each day's New York flights, from the landing zone to the warehouse:
 1. **check_landing_files** – the interval's flights and weather files are there (else fail, naming the path);
 2. **ingest_bronze** – Spark: landing CSVs → `bronze.flights`, `bronze.weather` (+ dimension snapshots);
    rejected files are recorded in `bronze.landing_files`, rows breaking a row-level expectation go to
-   `quarantine.flights` / `quarantine.weather` with their reasons;
-3. **validate_bronze** → **enforce_bronze_gate** – the Great Expectations gate job on the kept rows, file
-   checks, daily volume and quarantined share; enforcing it records the result and, on a failure, stops
-   the run and alerts with the Data Docs page;
-4. **build_features** – Spark: bronze → `silver.*` (typed, deduplicated, MERGE) → `gold.flight_features`;
-5. **validate_gold** → **enforce_gold_gate** – the gate on gold;
+   `quarantine.flights` / `quarantine.weather` with their reasons; then, in the same Spark session, the
+   bronze gate's Great Expectations suites on the kept rows, file checks, daily volume and quarantined
+   share (no job start of its own);
+3. **enforce_bronze_gate** – records the gate's result and, on a failure, stops the run and alerts with
+   the Data Docs page;
+4. **build_features** – Spark: bronze → `silver.*` (typed, deduplicated, MERGE) → `gold.flight_features`,
+   then the gold gate's suite in the same session;
+5. **enforce_gold_gate** – the gate on gold;
 6. **find_champion** → **score_flights** → **enforce_predictions_gate** – the registry's `champion` scores
    gold into `predictions.flight_delay_risk`, behind the predictions gate (skipped, with a log line, until
    a champion exists); the drift of every feature and of the score from the champion's training data
@@ -85,10 +87,10 @@ def flights_daily():
 
     interval = resolve_interval()
     landed = check_landing_files(interval)
-    bronze = steps.spark("ingest_bronze", interval)
-    bronze_ok = steps.gate("validate_bronze", interval)
-    features = steps.spark("build_features", interval)
-    gold_ok = steps.gate("validate_gold", interval)
+    bronze = steps.spark("ingest_bronze", interval)  # with the bronze gate's validations, in its Spark session
+    bronze_ok = steps.gate(bronze, interval)
+    features = steps.spark("build_features", interval)  # with the gold gate's
+    gold_ok = steps.gate(features, interval)
     scoring = steps.score("score_flights", interval)
     @task
     def evaluate_realised_performance(interval: dict, **context) -> dict:

@@ -45,7 +45,7 @@ TRAIN_RUN_ID = "manual__2013-03-01T00:00:00+00:00"
 TRAIN_PARAMS = {"n_estimators": 400, "max_depth": 6, "learning_rate": 0.08, "device": "auto"}  # the DAG defaults
 DAGS = {"daily": "flights_daily", "training": "flights_training"}
 # The Spark steps of each DAG, in the order the DAG files ask the step factory for them.
-SPARK_STEPS = {"daily": ("ingest_bronze", "validate_bronze", "build_features", "validate_gold", "score_flights"),
+SPARK_STEPS = {"daily": ("ingest_bronze", "build_features", "score_flights"),
                "training": ("export_training_set",)}
 TRAIN_TASK = "train_models"
 REGISTRY_TASKS = (("register_model", "a new version, its metrics and report"),
@@ -120,10 +120,10 @@ def sample_job(task_id: str, lake: str, landing: str, ref: RunRef,
                         release=str(DEFAULT_PARAMS["release_quarantined"]), released_by=f"{dag} run {ref.run_id}",
                         release_reason=DEFAULT_PARAMS["release_reason"] or DEFAULT_RELEASE_REASON,
                         accept_dimension_change=DEFAULT_PARAMS["accept_dimension_change"],
-                        pii_columns=settings().pii_columns, pii_key_secret=pii_key_secret), None
-    if task_id in ("validate_bronze", "validate_gold"):
-        gate = "bronze" if task_id == "validate_bronze" else "gold"
-        return job_args(task_id, lake=lake, landing="", ref=ref), result_uri(lake, gate, ref)
+                        pii_columns=settings().pii_columns,
+                        pii_key_secret=pii_key_secret), result_uri(lake, "bronze", ref)
+    if task_id == "build_features":
+        return job_args(task_id, lake=lake, landing=landing, ref=ref), result_uri(lake, "gold", ref)
     if task_id == "score_flights":
         return job_args(task_id, lake=lake, landing="", ref=ref, **CHAMPION), result_uri(lake, "predictions", ref)
     if task_id == "export_training_set":

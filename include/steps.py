@@ -8,9 +8,11 @@ order, task groups, trigger rules and pools are the same on ``local``, ``aws``, 
 (a cloud operator that submits, reattaches to, cancels and checks a job) or ``None`` (a Python
 task runs the step through the target's seams: spark-submit on ``local``, a warehouse load):
 
-* ``spark``: ``<step>``, the Spark job.
-* ``gate``: group ``<gate>_gate``: ``validate_<gate>`` (the gate's Spark job writes its JSON
-  summary), then ``enforce_<gate>_gate`` (Python: record it, pass or fail the run).
+* ``spark``: ``<step>``, the Spark job. ``ingest_bronze`` and ``build_features`` run their quality
+  gate after their commits, in the same Spark session, and write its JSON summary: a gate costs
+  its validations, never a job start of its own (a minute and more on a cloud).
+* ``gate``: ``enforce_<gate>_gate`` (Python, after the job that computed the gate: record the
+  summary, pass or fail the run, alert with the Data Docs page).
 * ``score``: group ``scoring``: ``find_champion`` (Python: publish the champion's bundle; skips the
   rest until a champion exists), ``score_flights`` (the job, with the predictions gate),
   ``enforce_predictions_gate``.
@@ -34,7 +36,8 @@ from airflow.sdk import TaskGroup, task
 from include import pipeline
 from include.config import Settings, settings
 from include.dag_defaults import SPARK_POOL, SPARK_TIMEOUT, TRAINING_TIMEOUT
-from include.jobs import DEFAULT_RELEASE_REASON, GATE_TASKS, JOBS, RunRef, job_args, result_uri, training_set_uri
+from include.jobs import (DEFAULT_RELEASE_REASON, GATE_TASKS, GATES_OF_JOBS, JOBS, RunRef, job_args, result_uri,
+                          training_set_uri)
 from include.lake import export_uri
 from include.targets.base import StepBackend
 from include.targets.cloud.spec import instantiate
@@ -117,6 +120,8 @@ class Steps:
         """A Spark step of ``include.jobs.JOBS``; returns what downstream tasks wire (the output for a dataset)."""
         ref = self._ref(interval)
         extra, output = {}, None
+        if task_id in GATES_OF_JOBS:  # the job's XCom is its gate's summary, for enforce_<gate>_gate
+            output = result_uri(self.lake, GATE_TASKS[task_id], ref)
         if task_id == "ingest_bronze":
             extra = {"release": "{{ params.release_quarantined }}", "released_by": "{{ dag.dag_id }} run {{ run_id }}",
                      "release_reason": "{{ params.release_reason or '%s' }}" % DEFAULT_RELEASE_REASON,
@@ -132,14 +137,10 @@ class Steps:
                        interval, output)
         return op.output if output else op
 
-    def gate(self, task_id: str, interval):
-        """The gate's Spark job, then the Python task that records and enforces its result."""
-        ref, gate = self._ref(interval), GATE_TASKS[task_id]
-        with TaskGroup(f"{gate}_gate", prefix_group_id=False) as group:
-            job = self._job(task_id, ref, job_args(task_id, lake=self.lake, landing="", ref=ref), interval,
-                            output=result_uri(self.lake, gate, ref))
-            task(_enforce_gate, task_id=f"enforce_{gate}_gate")(interval, job.output)
-        return group
+    def gate(self, job, interval):
+        """The Python task that records and enforces the gate ``job`` (a ``spark`` step's output) computed."""
+        task_id = job.operator.task_id
+        return task(_enforce_gate, task_id=f"enforce_{GATE_TASKS[task_id]}_gate")(interval, job).operator
 
     def score(self, task_id: str, interval):
         """The champion's bundle published, the scoring job (with the predictions gate), then enforcement."""

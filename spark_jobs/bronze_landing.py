@@ -29,13 +29,15 @@ quarantined rows survives reruns.
     spark-submit spark_jobs/bronze_landing.py --lake LAKE --landing LANDING \
         --start 2013-01-01 --end 2013-01-31 --run-id RUN_ID [--release-held --released-by WHO] \
         [--max-file-bytes N] [--accept-dimension-change airlines,...] [--pii-columns flights.tailnum,...] \
-        [--pii-key-secret SECRET]
+        [--pii-key-secret SECRET] [--check SUITE=TABLE ... --result URI]
 
 ``--pii-columns`` classifies more columns as personal than the contract does, and
 ``--pii-key-secret`` names the secret (AWS Secrets Manager, GCP Secret Manager, Azure Key
 Vault) the job reads the HMAC key from when its environment has no ``FLIGHTS_PII_KEY``
 (``include.source.pii``). ``--accept-dimension-change`` lets the named dimension snapshots
-drop more keys than the change gate allows (``spark_jobs.bronze_dimensions``).
+drop more keys than the change gate allows (``spark_jobs.bronze_dimensions``). With
+``--check`` and ``--result`` the job then runs the bronze gate on what it committed, in the same
+session (``spark_jobs.quality_gate.run_gate``).
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ from include.quality.suites import load_suite_dict
 from include.source.contract import CONTRACTS, NULL_TOKEN
 from include.source.delivery import BOM, inspect_file, parse_header
 from include.source.pii import PiiConfigError, pseudonymise, use_columns, use_key_secret
-from spark_jobs.quality_gate import reference_params
+from spark_jobs.quality_gate import add_gate_args, reference_params, require_gate_args, run_gate
 from spark_jobs.quarantine_store import merge_quarantine, release_held
 from spark_jobs.session import (JobInputError, delta_exists, get_spark, interval_args, read_chunks,
                                 replace_partitions, run_job, with_commit_retry)
@@ -320,6 +322,7 @@ def main(argv: list[str] | None = None) -> None:
                                                      "$FLIGHTS_PII_COLUMNS)")
     p.add_argument("--pii-key-secret", default="", help="the secret holding the HMAC key, read when "
                                                         "$FLIGHTS_PII_KEY is unset (a name, never the key)")
+    add_gate_args(p)
     a = p.parse_args(argv)
     from spark_jobs.bronze_dimensions import accepted_dimension_changes, ingest_dimensions
 
@@ -328,6 +331,7 @@ def main(argv: list[str] | None = None) -> None:
         accept = accepted_dimension_changes(a.accept_dimension_change)
         use_columns(a.pii_columns)
         use_key_secret(a.pii_key_secret)
+        require_gate_args(a)
     except (ConfigError, PiiConfigError) as exc:
         raise JobInputError(str(exc)) from None
     spark = get_spark(f"bronze_landing_{a.start}_{a.end}")
@@ -343,6 +347,7 @@ def main(argv: list[str] | None = None) -> None:
         if a.release_held:
             n = release_held(spark, a.lake, dataset, a.start, a.end, a.released_by, a.release_reason, run_id=a.run_id)
             print(f"quarantine.{dataset}: released {n} held row(s) for {a.start}..{a.end}")
+    run_gate(spark, a)  # the bronze gate on what was just committed, in this session
 
 
 if __name__ == "__main__":

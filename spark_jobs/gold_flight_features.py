@@ -10,8 +10,11 @@ a day whose history is missing, blocked or stale fails, naming the days, and is 
 while an earlier run builds them. ``silver.flight_days`` and ``gold.feature_days`` record
 what each day was built from.
 
+With ``--check gold/flight_features=gold.flight_features --result URI`` the job then runs the
+gold gate on what it committed, in the same session (``spark_jobs.quality_gate.run_gate``).
+
     spark-submit spark_jobs/gold_flight_features.py --lake LAKE \
-        --start 2013-01-01 --end 2013-01-31 --run-id RUN_ID
+        --start 2013-01-01 --end 2013-01-31 --run-id RUN_ID [--check SUITE=TABLE ... --result URI]
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pyspark.sql import functions as F
 from include.features import DELAY_THRESHOLD_MINUTES, FEATURES, HISTORY_DAYS, HISTORY_START, KEY_COLUMNS, LABEL
 from include.lake import PARTITION_COLUMN, export_uri, table_uri
 from spark_jobs.history import record_gold_days, record_silver_days, require_history
-from spark_jobs.quality_gate import kept_rows
+from spark_jobs.quality_gate import add_gate_args, kept_rows, require_gate_args, run_gate
 from spark_jobs.session import delta_exists, get_spark, interval_args, replace_partitions, run_job, with_commit_retry
 
 META = ["_source_file", "_ingested_at", "_run_id"]
@@ -266,10 +269,14 @@ def run(spark: SparkSession, lake: str, start: date, end: date, run_id: str = ""
 
 
 def main(argv: list[str] | None = None) -> None:
-    a = interval_args(__doc__).parse_args(argv)
+    p = interval_args(__doc__)
+    add_gate_args(p)
+    a = p.parse_args(argv)
+    require_gate_args(a)  # before Spark starts
     spark = get_spark(f"gold_flight_features_{a.start}_{a.end}")
     counts = run(spark, a.lake, a.start, a.end, a.run_id)
     print(f"rows for {a.start}..{a.end}: {counts}")
+    run_gate(spark, a)  # the gold gate on what was just committed, in this session
 
 
 if __name__ == "__main__":

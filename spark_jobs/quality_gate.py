@@ -5,6 +5,10 @@ driver), renders Data Docs into the lake's docs area, and writes a JSON summary 
 suite to ``--result``; the calling task decides whether the gate passes. Exit code 0
 means "validated", not "passed".
 
+The daily jobs that write the gated tables run it themselves after their commits
+(``run_gate``, with the same ``--check`` / ``--result`` arguments), so a gate costs no
+job start of its own; this script validates an interval again by hand.
+
 For a bronze table the gate validates the rows kept after quarantine, and adds the
 batch-level checks: files rejected at ingestion, the day's row count against the band
 of the trailing 28 days, and the share of quarantined rows.
@@ -16,6 +20,7 @@ of the trailing 28 days, and the share of quarantined rows.
 
 from __future__ import annotations
 
+import argparse
 import os
 from datetime import date, timedelta
 
@@ -24,7 +29,8 @@ from pyspark.sql import functions as F
 
 from include.lake import PARTITION_COLUMN, join, table_uri
 from include.quality.suites import build_suite, load_suite_dict, summarise
-from spark_jobs.session import delta_exists, get_spark, interval_args, run_job, try_cast, write_json, write_text
+from spark_jobs.session import (JobInputError, delta_exists, get_spark, interval_args, run_job, try_cast, write_json,
+                                write_text)
 
 TERRITORY_AIRPORTS = ["BQN", "PSE", "SJU", "STT"]  # served from New York, missing from the airports table
 TRAILING_DAYS, MIN_HISTORY_DAYS, BAND = 28, 7, (0.5, 1.5)
@@ -210,17 +216,48 @@ def run_checks(spark: SparkSession, lake: str, checks: list[str], start: date, e
     return {"success": all(s["success"] for s in summaries), "suites": summaries}
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = interval_args(__doc__)
-    p.add_argument("--check", action="append", required=True, metavar="SUITE=TABLE",
+def add_gate_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    """The gate's arguments, on this job's command line or on a job that runs the gate after its writes."""
+    p.add_argument("--check", action="append", required=required, default=None, metavar="SUITE=TABLE",
                    help="suite name and lake table, e.g. bronze/flights=bronze.flights (repeatable)")
-    p.add_argument("--result", required=True, help="where to write the JSON summaries")
+    p.add_argument("--result", required=required, help="where to write the gate's JSON summaries")
     p.add_argument("--max-quarantine-share", type=float,
                    default=float(os.environ.get("FLIGHTS_MAX_QUARANTINE_SHARE", "0.05")))
-    a = p.parse_args(argv)
-    spark = get_spark(f"quality_gate_{a.start}_{a.end}")
+
+
+def require_gate_args(a: argparse.Namespace) -> None:
+    """Refuse, before Spark starts, a gate asked for without the URI its summary goes to (or the reverse)."""
+    if bool(a.check) != bool(a.result):
+        raise JobInputError("--check and --result go together: the suites to validate and the URI their summary "
+                            f"is written to (got --check {a.check or 'none'}, --result {a.result or 'none'})")
+    for item in a.check or []:
+        suite, _, table = item.partition("=")
+        if not suite or not table:
+            raise JobInputError(f"--check {item!r}: expected SUITE=TABLE, e.g. bronze/flights=bronze.flights")
+
+
+def run_gate(spark: SparkSession, a: argparse.Namespace) -> dict | None:
+    """Validate ``--check`` suites over the job's interval and write the summary to ``--result``.
+
+    The jobs that write gated tables (``bronze_landing``, ``gold_flight_features``) call it after their
+    commits, in their own Spark session: the gate costs its validations, not a job start. Validating is
+    not enforcing: the task after the job reads the summary, records it and passes or fails the run.
+    """
+    require_gate_args(a)
+    if not a.check:
+        return None
     result = run_checks(spark, a.lake, a.check, a.start, a.end, a.run_id, a.max_quarantine_share)
     write_json(spark, a.result, result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Validate an interval again by hand, e.g. after editing a suite (the daily jobs run it themselves)."""
+    p = interval_args(__doc__)
+    add_gate_args(p, required=True)
+    a = p.parse_args(argv)
+    require_gate_args(a)
+    run_gate(get_spark(f"quality_gate_{a.start}_{a.end}"), a)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""Run a quality gate from a task: validate in Spark, record the outcome, stop the run on failure."""
+"""Enforce a quality gate from a task: record the outcome the gate's validations wrote, stop the run on failure.
+
+The daily jobs validate their own tables after their commits (``spark_jobs.quality_gate.run_gate``);
+``enforce`` is what ``enforce_<gate>_gate`` runs. ``run_gate`` validates an interval again through
+the gate's own job, then enforces it.
+"""
 
 from __future__ import annotations
 
@@ -33,7 +38,7 @@ def run_gate(target, checks: dict[str, str], interval: Interval, run_id: str, da
             "--run-id", run_id, "--result", uri]
     for suite, table in checks.items():
         args += ["--check", f"{suite}={table}"]
-    target.spark.submit("quality_gate", args, name=f"{dag_id}.validate_{name}.{interval.key}")
+    target.spark.submit("quality_gate", args, name=f"{dag_id}.{name}_gate.{interval.key}")
     return enforce(target, uri, interval, run_id, dag_id)
 
 

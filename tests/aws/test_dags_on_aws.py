@@ -45,7 +45,7 @@ LAKE_ROOT, LANDING = f"s3://{LAKE}/lake", f"s3://{LAKE}/landing"
 DAY1, DAY2, BAD_DAY, RETRY_DAY = date(2013, 6, 3), date(2013, 6, 11), date(2013, 6, 12), date(2013, 6, 13)
 TRAIN_DAY, DEFERRED_DAY, DEFERRED_TRAIN_DAY = date(2013, 6, 10), date(2013, 6, 14), date(2013, 6, 15)
 WINDOW = Interval(date(2013, 5, 1), date(2013, 6, 2))
-EMR_TASKS = ["ingest_bronze", "validate_bronze", "build_features", "validate_gold"]
+EMR_TASKS = ["ingest_bronze", "build_features"]  # each runs its gate after its writes
 
 
 def _put(s3, uri: str, body: bytes) -> None:
@@ -199,9 +199,7 @@ def test_a_day_runs_its_spark_jobs_on_emr_serverless_in_order_with_the_local_arg
     expected = {
         "ingest_bronze": job_args("ingest_bronze", lake=LAKE_ROOT, landing=LANDING, ref=ref, release="False",
                                   released_by=f"flights_daily run {run_id}", release_reason=DEFAULT_RELEASE_REASON),
-        "validate_bronze": job_args("validate_bronze", lake=LAKE_ROOT, landing=LANDING, ref=ref),
         "build_features": job_args("build_features", lake=LAKE_ROOT, landing=LANDING, ref=ref),
-        "validate_gold": job_args("validate_gold", lake=LAKE_ROOT, landing=LANDING, ref=ref),
     }
     for task_id, args in expected.items():
         run = jobs[f"flights_daily.{task_id}.{key}.try1"]
@@ -210,8 +208,11 @@ def test_a_day_runs_its_spark_jobs_on_emr_serverless_in_order_with_the_local_arg
         assert driver["entryPoint"] == f"{uploaded['prefix']}/spark_jobs/{JOBS[task_id]}.py"
         assert f"--py-files {uploaded['zip']}," in driver["sparkSubmitParameters"]
         assert run["tags"]["airflow_run_id"] == run_id and run["tags"]["airflow_try"] == "1"
-    assert expected["validate_bronze"][expected["validate_bronze"].index("--result") + 1] == \
-        f"{LAKE_ROOT}/_quality/bronze/{key}/manual__2013-06-03T00_00_00_00_00.json"
+    args = expected["ingest_bronze"]
+    run_key = "manual__2013-06-03T00_00_00_00_00"
+    assert args[args.index("--result") + 1] == f"{LAKE_ROOT}/_quality/bronze/{key}/{run_key}.json"
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--check"] == [
+        "bronze/flights=bronze.flights", "bronze/weather=bronze.weather"]  # the bronze gate, in the same job
     # The gate task returns the summary the local gate returns (Data Docs link included).
     assert tis["enforce_bronze_gate"].xcom_pull(task_ids="enforce_bronze_gate")["docs"] == {
         "bronze/flights": f"{LAKE_ROOT}/_docs/bronze/flights.html"}
@@ -349,13 +350,12 @@ def test_a_failed_gate_stops_the_run_before_the_next_job_and_alerts_over_sns(env
     dr = _run("flights_daily", BAD_DAY)
     states = _states(dr)
     assert str(dr.state) == "failed"
-    assert states["validate_bronze"] == "success" and states["enforce_bronze_gate"] == "failed"
-    assert all(states[t] == "upstream_failed" for t in ("build_features", "validate_gold", "score_flights",
+    assert states["ingest_bronze"] == "success" and states["enforce_bronze_gate"] == "failed"
+    assert all(states[t] == "upstream_failed" for t in ("build_features", "enforce_gold_gate", "score_flights",
                                                          "load_flight_outcomes"))
     assert _tis(dr)["enforce_bronze_gate"].try_number == 1  # a failed gate is not retried
     key = "20130612_20130612"
-    assert sorted(_jobs(env, key)) == [f"flights_daily.ingest_bronze.{key}.try1",
-                                       f"flights_daily.validate_bronze.{key}.try1"]  # nothing after the gate
+    assert sorted(_jobs(env, key)) == [f"flights_daily.ingest_bronze.{key}.try1"]  # nothing after the gate
     alerts = [a for a in _alerts(env) if "enforce_bronze_gate" in a["Subject"]]
     assert alerts and alerts[0]["Subject"] == "[flights] Quality gate failed in flights_daily.enforce_bronze_gate"
     assert "expect_column_values_to_be_between on 'distance' [distance_range]" in alerts[0]["Message"]
@@ -513,7 +513,7 @@ def test_a_day_with_deferred_waits_defers_every_cloud_task_and_resumes_it(env, u
     # Resumed: each task finished through execute_complete with the trigger's event, on its first try.
     tis = _tis(dr)
     assert all(tis[t].try_number == 1 for t in cloud)
-    assert tis["validate_bronze"].xcom_pull(task_ids="validate_bronze") == result_uri(
+    assert tis["ingest_bronze"].xcom_pull(task_ids="ingest_bronze") == result_uri(
         LAKE_ROOT, "bronze", RunRef.of(Interval(DEFERRED_DAY, DEFERRED_DAY), _run_id(DEFERRED_DAY)))
 
 

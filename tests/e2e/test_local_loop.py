@@ -189,8 +189,8 @@ def test_rerunning_a_scored_day_changes_nothing(loop):
     wh_before = _content_hash(pd.DataFrame(_wh(wh_sql)).drop(columns=[10, 11]))  # run_id, loaded_at
     loaded_before = _wh(f"SELECT max(loaded_at) FROM analytics.flight_delay_predictions "
                         f"WHERE flight_date = DATE '{SCORED_DAY}'")
-    dr = _run("flights_daily", SCORED_DAY, mark_success_pattern=r"^(check_landing_files|ingest_bronze|validate_bronze|"
-                                                                r"enforce_bronze_gate|build_features|validate_gold|"
+    dr = _run("flights_daily", SCORED_DAY, mark_success_pattern=r"^(check_landing_files|ingest_bronze|"
+                                                                r"enforce_bronze_gate|build_features|"
                                                                 r"enforce_gold_gate)$")
     assert str(dr.state) == "success", _states(dr)
     assert {t: s for t, s in _states(dr).items() if t in ("score_flights", "load_flight_delay_predictions")} == {
@@ -224,8 +224,8 @@ def test_malformed_file_fails_the_bronze_gate_and_writes_nothing_downstream(loop
         csv.writer(f).writerows(rows)
     dr = _run("flights_daily", MALFORMED_DAY)
     states = _states(dr)
-    # the gate's job ran and wrote its result; its enforcement failed the run
-    assert str(dr.state) == "failed" and states["validate_bronze"] == "success"
+    # the ingestion job ran the gate and wrote its result; its enforcement failed the run
+    assert str(dr.state) == "failed" and states["ingest_bronze"] == "success"
     assert states["enforce_bronze_gate"] == "failed"
     assert states["build_features"] != "success" and states["load_flight_outcomes"] != "success"
     alert = [a for a in _alerts() if a["kind"] == "quality_gate_failed"][-1]

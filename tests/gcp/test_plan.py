@@ -19,7 +19,7 @@ from tests.dag_runs import PlanTI as _TI, render as _render
 CODE = {"prefix": "gs://flights-artifacts-example/artifacts/code/abc123",
         "zip": "gs://flights-artifacts-example/artifacts/code/abc123/flights.zip",
         "sourcedir": "gs://flights-artifacts-example/artifacts/code/abc123/sourcedir.tar.gz", "sha256": "abc123"}
-DAILY = ["ingest_bronze", "validate_bronze", "build_features", "validate_gold", "score_flights"]
+DAILY = ["ingest_bronze", "build_features", "score_flights"]  # the suite gates run inside the first two
 # The DAG files parsed with these settings (tests/dags/test_same_graph.py uses the same ones).
 GCP_ENV = {"FLIGHTS_TARGET": "gcp", "FLIGHTS_GCP_PROJECT": "flights-example", "FLIGHTS_GCP_REGION": "us-central1",
            "FLIGHTS_GCP_LAKE_BUCKET": "flights-lake-example",
@@ -113,9 +113,9 @@ def test_batches_run_the_artefacts_entry_points_with_the_sample_days_arguments()
     assert steps["ingest_bronze"].spec["batch"]["pyspark_batch"]["args"] == job_args(
         "ingest_bronze", lake=lake, landing=landing, ref=day, release="False",
         released_by=f"flights_daily run {plan.RUN_ID}", release_reason=DEFAULT_RELEASE_REASON)
-    assert steps["validate_gold"].spec["batch"]["pyspark_batch"]["args"] == job_args(
-        "validate_gold", lake=lake, landing="", ref=day)
-    assert steps["validate_gold"].spec["job_output"] == result_uri(lake, "gold", day)
+    assert steps["build_features"].spec["batch"]["pyspark_batch"]["args"] == job_args(
+        "build_features", lake=lake, landing="", ref=day)
+    assert steps["build_features"].spec["job_output"] == result_uri(lake, "gold", day)  # its gate's summary
     window = RunRef.of(plan.WINDOW, plan.TRAIN_RUN_ID)
     assert steps["export_training_set"].spec["batch"]["pyspark_batch"]["args"] == job_args(
         "export_training_set", lake=lake, landing=landing, ref=window, validation_days=7, holdout_days=7)
@@ -142,7 +142,7 @@ def test_bigquery_loads_show_the_load_job_and_the_merge():
 def test_costs_follow_the_price_table():
     pricing = plan.load_pricing("gcp")
     steps = {s.task_id: s for s in _steps(pricing=pricing)}
-    assert steps["ingest_bronze"].cost == pytest.approx(12 * 0.1 * 0.06 + 1200 * 0.1 * 0.04 / 730)
+    assert steps["ingest_bronze"].cost == pytest.approx(12 * 8 / 60 * 0.06 + 1200 * 8 / 60 * 0.04 / 730)
     assert steps["train_models"].cost == pytest.approx((0.3376 + 0.644) * 20 / 60)
     assert steps["load_flight_outcomes"].cost == pytest.approx((10 + 40 + 10) / 1024 ** 2 * 6.25)  # 10 MiB floors
     for s in steps.values():
@@ -150,8 +150,8 @@ def test_costs_follow_the_price_table():
     spot = {s.task_id: s for s in _steps(GcpSettings.example(training_spot=True), pricing)}
     assert spot["train_models"].cost == pytest.approx((0.3376 + 0.644) * 20 / 60 * (1 - 0.6))
     short = json.loads(json.dumps(pricing))
-    short["estimates"]["validate_gold"]["minutes"] = 0.2  # under the minimum: billed one minute
-    assert {s.task_id: s for s in _steps(pricing=short)}["validate_gold"].cost == pytest.approx(
+    short["estimates"]["build_features"]["minutes"] = 0.2  # under the minimum: billed one minute
+    assert {s.task_id: s for s in _steps(pricing=short)}["build_features"].cost == pytest.approx(
         12 / 60 * 0.06 + 1200 / 60 * 0.04 / 730)
 
 
@@ -168,13 +168,14 @@ def test_cluster_mode_creates_and_deletes_the_cluster_and_bills_it_once():
     pricing = plan.load_pricing("gcp")
     steps = [s for s in _steps(GcpSettings.example(spark_mode="cluster"), pricing) if s.run == "daily"]
     ids = [s.task_id for s in steps]
-    assert ids[:7] == ["dataproc_create_cluster", *DAILY, "dataproc_delete_cluster"]
+    last = len(DAILY) + 1
+    assert ids[:last + 1] == ["dataproc_create_cluster", *DAILY, "dataproc_delete_cluster"]
     name = dataproc.cluster_name("flights_daily", plan.DAY.key, plan.RUN_ID)
-    assert steps[0].spec["cluster_name"] == steps[6].spec["cluster_name"] == name
-    assert all(s.spec["job"]["placement"]["cluster_name"] == name and s.cost == 0 for s in steps[1:6])
+    assert steps[0].spec["cluster_name"] == steps[last].spec["cluster_name"] == name
+    assert all(s.spec["job"]["placement"]["cluster_name"] == name and s.cost == 0 for s in steps[1:last])
     node = 0.194236 + 4 * 0.01 + 500 * 0.04 / 730  # n2-standard-4, Dataproc's premium, its 500 GB boot disk
     minutes = sum(pricing["estimates"][t]["minutes"] for t in DAILY) + 5
-    assert [s.cost > 0 for s in steps[:7]] == [True] + [False] * 6
+    assert [s.cost > 0 for s in steps[:last + 1]] == [True] + [False] * last
     assert steps[0].cost == pytest.approx(3 * node * minutes / 60)
 
 
@@ -208,4 +209,4 @@ def test_cli_without_gcp_settings_uses_placeholders():
     for task in DAILY + ["load_flight_outcomes", "load_flight_delay_predictions", "export_training_set",
                          "train_models", "register_model", "promote_champion"]:
         assert f"- {task}: " in text
-    assert text.count(": ReattachingDataprocBatchOperator") == 6 and "ReattachingVertexCustomJobOperator" in text
+    assert text.count(": ReattachingDataprocBatchOperator") == 4 and "ReattachingVertexCustomJobOperator" in text

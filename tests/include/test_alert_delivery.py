@@ -238,14 +238,14 @@ def test_failed_quality_gate_alert_names_each_failed_expectation(delivered):
         ],
     }
     message = describe_failures(summary) + "\nNothing downstream was written for 2013-01-04. Result: /lake/_quality/x"
-    context = _daily_context("validate_bronze", QualityGateFailed(message, [summary]))
+    context = _daily_context("enforce_bronze_gate", QualityGateFailed(message, [summary]))
 
     FailureAlert()(context)
 
     ti = context["ti"]
-    filed = _assert_delivered(delivered, "quality_gate_failed", dag="flights_daily", task="validate_bronze",
+    filed = _assert_delivered(delivered, "quality_gate_failed", dag="flights_daily", task="enforce_bronze_gate",
                               run=ti.run_id, interval="2013-01-04", reason=message, log_url=ti.log_url)
-    assert filed["title"] == "Quality gate failed in flights_daily.validate_bronze"
+    assert filed["title"] == "Quality gate failed in flights_daily.enforce_bronze_gate"
     assert filed["details"]["gate"] == [summary]
     for name in ("expect_column_values_to_be_in_set", "_source_columns", "departure_delay",
                  "expect_column_values_to_not_be_null", "distance_num"):

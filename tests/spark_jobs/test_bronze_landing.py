@@ -222,6 +222,31 @@ def test_a_size_limit_that_is_not_a_number_fails_without_retry(monkeypatch, caps
     assert exc.value.code == PERMANENT_EXIT and "FLIGHTS_MAX_LANDING_FILE_BYTES='2GB'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("job", ["bronze_landing", "gold_flight_features", "quality_gate"])
+@pytest.mark.parametrize("gate", [["--check", "bronze/flights=bronze.flights"], ["--result", "/l/_quality/x.json"],
+                                  ["--check", "bronze/flights", "--result", "/l/_quality/x.json"]])
+def test_a_gate_without_its_result_uri_or_suite_fails_before_spark_starts(monkeypatch, capsys, job, gate):
+    """Each job that runs a gate after its writes refuses half a gate at once, not after committing its tables."""
+    import importlib
+
+    from spark_jobs.session import PERMANENT_EXIT, run_job
+
+    module = importlib.import_module(f"spark_jobs.{job}")
+    monkeypatch.setattr(module, "get_spark", lambda name: pytest.fail("Spark started"))
+    if job == "quality_gate" and len(gate) == 2:  # its own CLI requires both: argparse refuses (exit 2)
+        with pytest.raises(SystemExit) as exc:
+            run_job(module.main, ["--lake", "/l", "--start", str(DAY), "--end", str(DAY), "--run-id", "r", *gate])
+        assert exc.value.code == 2
+        return
+    landing = ["--landing", "/x"] if job == "bronze_landing" else []
+    with pytest.raises(SystemExit) as exc:
+        run_job(module.main, ["--lake", "/l", *landing, "--start", str(DAY), "--end", str(DAY), "--run-id", "r",
+                              *gate])
+    err = capsys.readouterr().err
+    assert exc.value.code == PERMANENT_EXIT, err
+    assert "PERMANENT FAILURE JobInputError: " in err and ("go together" in err or "expected SUITE=TABLE" in err), err
+
+
 @pytest.mark.slow
 def test_the_quarantine_keeps_each_line_exactly_as_delivered(spark, tmp_path, plain_rows):
     from datetime import datetime

@@ -141,7 +141,7 @@ def alert_for(exc_message: str, summaries) -> dict:
     from include.alerts import FailureAlert
 
     class TI:
-        dag_id, task_id, run_id, try_number, log_url = "flights_daily", "validate_bronze", "corpus", 1, "http://log"
+        dag_id, task_id, run_id, try_number, log_url = "flights_daily", "enforce_bronze_gate", "corpus", 1, "http://log"
 
         def xcom_pull(self, task_ids):
             return INTERVAL.to_dict()
