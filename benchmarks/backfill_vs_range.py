@@ -56,9 +56,9 @@ def main() -> None:
     stack = AirflowStack(_home("backfill", first, last)).start()
     try:
         t = time.perf_counter()
-        stack.cli("backfill", "create", "--dag-id", "flights_daily", "--from-date", str(first), "--to-date",
-                  str(last), "--max-active-runs", "1")
-        stack.wait_for_backfill(stack.latest_backfill_id(), timeout=24 * 3600)
+        backfill_id = stack.create_backfill("--dag-id", "flights_daily", "--from-date", str(first), "--to-date",
+                                            str(last), "--max-active-runs", "1")
+        stack.wait_for_backfill(backfill_id, timeout=24 * 3600)
         backfill_s = time.perf_counter() - t
         states = set(stack.run_states().values())
     finally:

@@ -84,6 +84,23 @@ class AirflowStack:
                                f"{out.stderr[-3000:]}")
         return out
 
+    def create_backfill(self, *args: str, attempts: int = 3) -> int:
+        """``airflow backfill create`` with ``args``; returns the backfill's id.
+
+        SQLite refuses a write at once ("database is locked", no busy wait) when two transactions would
+        deadlock: the CLI's savepoint reads, then inserts a run while the scheduler commits. Airflow then
+        deletes the half-created backfill so that it can be created again, which is what this does.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                self.cli("backfill", "create", *args)
+                return self.latest_backfill_id()
+            except RuntimeError as exc:
+                if "database is locked" not in str(exc) or attempt == attempts:
+                    raise
+                time.sleep(5)
+        raise AssertionError("unreachable")
+
     def start(self) -> "AirflowStack":
         (self.home / "airflow").mkdir(parents=True, exist_ok=True)
         self.cli("db", "migrate")

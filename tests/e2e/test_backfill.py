@@ -2,13 +2,12 @@
 replaces, in any order and with several runs at once, and every rerun leaves the same state.
 
 The reference, ``daily``, is the days run one by one without a scheduler: for each day in order,
-in this process's Spark session, the jobs of the DAG that write tables (``ingest_bronze``,
-``build_features``) with the arguments the DAG renders for a backfill run of that day, then the
-day's outcomes export loaded into a DuckDB warehouse as ``load_flight_outcomes`` loads it. The
-gate jobs (``validate_bronze``, ``validate_gold``) are left out: they write only their JSON
-summary and Data Docs under the lake's ``_quality`` and ``_docs`` folders, which the snapshot
-does not compare, and whether they pass is proved by the scheduled runs succeeding. Scoring is
-skipped by the DAG itself, as no champion is registered here.
+in this process's Spark session, the jobs of the DAG (``ingest_bronze``, ``build_features``, each
+running its quality gate after its writes) with the arguments the DAG renders for a backfill run of
+that day, then the day's outcomes export loaded into a DuckDB warehouse as ``load_flight_outcomes``
+loads it. The gates' JSON summaries and Data Docs under the lake's ``_quality`` and ``_docs`` folders
+are not compared by the snapshot; whether the gates pass is proved by the scheduled runs succeeding.
+Scoring is skipped by the DAG itself, as no champion is registered here.
 
 The scheduler is exercised by one deployment, with its own lake, warehouse and metadata database:
 ``concurrent`` runs ``--run-backwards`` with three active runs and two Spark pool slots, so runs
@@ -60,9 +59,8 @@ def _state(home) -> dict:
 
 
 def _backfill(stack: AirflowStack, *options: str) -> int:
-    stack.cli("backfill", "create", "--dag-id", "flights_daily", "--from-date", str(FIRST), "--to-date", str(LAST),
-              *options)
-    backfill_id = stack.latest_backfill_id()
+    backfill_id = stack.create_backfill("--dag-id", "flights_daily", "--from-date", str(FIRST), "--to-date",
+                                        str(LAST), *options)
     stack.wait_for_backfill(backfill_id, TIMEOUT)
     return backfill_id
 
