@@ -80,7 +80,8 @@ def training_set_uri(lake: str, ref: RunRef) -> str:
 def job_args(task_id: str, *, lake: str, landing: str, ref: RunRef, release=False, released_by: str = "",
              release_reason: str = "", accept_dimension_change: str = "", pii_columns: str = "",
              pii_key_secret: str = "", model_dir: str = "", model_name: str = "", model_version: str = "",
-             validation_days="7", holdout_days="7", retain_hours="168", quarantine_retention_days="365") -> list[str]:
+             validation_days="7", holdout_days="7", retain_hours="168", quarantine_retention_days="365",
+             gate: bool = True) -> list[str]:
     """The CLI arguments of the Spark job of ``task_id``.
 
     Args:
@@ -92,6 +93,8 @@ def job_args(task_id: str, *, lake: str, landing: str, ref: RunRef, release=Fals
         model_dir, model_name, model_version: score_flights: the champion's bundle folder and identity.
         validation_days, holdout_days: export_training_set: the time split.
         retain_hours, quarantine_retention_days: maintain_lake: the retention policy.
+        gate: ingest_bronze, build_features: run the job's quality gate after its writes (``--check`` and
+            ``--result``), as the DAGs do; False for a run that compares tables only.
     """
     if task_id not in JOBS:
         raise KeyError(f"{task_id} runs no Spark job; Spark tasks: {', '.join(JOBS)}")
@@ -108,10 +111,10 @@ def job_args(task_id: str, *, lake: str, landing: str, ref: RunRef, release=Fals
             args += [f"--pii-columns={pii_columns}"]
         if pii_key_secret:
             args += ["--pii-key-secret", pii_key_secret]
-    if task_id in GATES_OF_JOBS:
-        gate = GATE_TASKS[task_id]
-        args += ["--result", result_uri(lake, gate, ref)]
-        for suite, table in GATES[gate].items():
+    if gate and task_id in GATES_OF_JOBS:
+        name = GATE_TASKS[task_id]
+        args += ["--result", result_uri(lake, name, ref)]
+        for suite, table in GATES[name].items():
             args += ["--check", f"{suite}={table}"]
     if task_id == "score_flights":
         args += ["--model-dir", model_dir, "--model-name", model_name, "--model-version", model_version,

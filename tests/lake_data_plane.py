@@ -116,8 +116,8 @@ def run_day_twice(conf_dir: Path, store, lake: str, landing: str, label: str, su
             ref = RunRef.of(DAY, run_id)
             for task in TASKS:
                 began = time.monotonic()
-                args = job_args(task, lake=lake, landing=landing, ref=ref)
-                submit(JOBS[task], args if which == "first" else without_gate(args), name=f"{label}.{task}.{DAY.key}")
+                args = job_args(task, lake=lake, landing=landing, ref=ref, gate=which == "first")
+                submit(JOBS[task], args, name=f"{label}.{task}.{DAY.key}")
                 timings[f"{which}.{task}"] = time.monotonic() - began
             summaries[run_id] = summary(store, lake)
             if which == "first":
@@ -125,19 +125,6 @@ def run_day_twice(conf_dir: Path, store, lake: str, landing: str, label: str, su
                     store.read(store.key(result_uri(lake, gate, ref))))["suites"]}
     print(f"spark-submit seconds: {json.dumps({k: round(v) for k, v in timings.items()})}")
     return summaries
-
-
-def without_gate(args: list[str]) -> list[str]:
-    """A job's arguments without its gate (``--check`` and ``--result`` pairs)."""
-    out, skip = [], False
-    for a in args:
-        if skip:
-            skip = False
-        elif a in ("--check", "--result"):
-            skip = True
-        else:
-            out.append(a)
-    return out
 
 
 _LOCAL_RUN: dict[str, object] = {}  # the local reference, computed once per test session
@@ -156,7 +143,7 @@ def local_lake_summary(lake: Path, local_landing: Path) -> dict[str, list]:
         return _LOCAL_RUN["summary"]
     ref = RunRef.of(DAY, FIRST_RUN)
     for task in TASKS:  # only the tables are compared: the gates are left out
-        args = without_gate(job_args(task, lake=str(lake), landing=str(local_landing), ref=ref))
+        args = job_args(task, lake=str(lake), landing=str(local_landing), ref=ref, gate=False)
         importlib.import_module(f"spark_jobs.{JOBS[task]}").main(args)
     _LOCAL_RUN.update(summary=summary(LocalObjects(), str(lake)), lake=Path(lake))
     return _LOCAL_RUN["summary"]
