@@ -74,7 +74,8 @@ def data_plane(azurite, tmp_path_factory):
     """The day run twice on the container's lake by spark-submit; returns the store, URIs and table summaries."""
     jars = azure_jars_dir()
     azure = AzureSettings.example(storage_account=azurite.account, blob_endpoint=azurite.blob_endpoint,
-                                  lake_container=CONTAINER, artifacts_container=ARTIFACTS)
+                                  lake_container=CONTAINER, artifacts_container=ARTIFACTS,
+                                  poll_s=1)  # the batch's end is seen within a second, not half a minute
     client = ensure_containers(azurite, CONTAINER)
     lake, landing = over_http(azure.lake_root), over_http(azure.landing_root)
 
