@@ -50,7 +50,29 @@ LOCAL_DEFAULTS = {
 # Only with a local master: how many tasks list a table's folders (VACUUM, partition discovery). The
 # default, 10,000, suits a cluster and a big table; on two local cores it makes a VACUUM of a small table
 # take half a minute.
-LOCAL_MASTER_DEFAULTS = {"spark.sql.sources.parallelPartitionDiscovery.parallelism": "4"}
+LOCAL_MASTER_DEFAULTS = {
+    "spark.sql.sources.parallelPartitionDiscovery.parallelism": "4",
+    # A local job starts a fresh JVM and runs a hundred small queries (Delta reads and MERGEs, the gates'
+    # metrics) over a day of a few thousand rows. Compiling every projection, predicate and ordering to Java
+    # then costs more than it saves: evaluating them interpreted made the gated jobs about a fifth faster
+    # (benchmarks/local_codegen.py). Whole-stage code generation stays on. Spark marks this setting internal;
+    # its own test suites run with it. FLIGHTS_SPARK_CODEGEN=true, or the key in a spark-defaults.conf,
+    # brings Spark's default back (FALLBACK: generated code, interpreted only where it fails to compile).
+    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+}
+CODEGEN_KEYS = ("spark.sql.codegen.factoryMode",)  # what FLIGHTS_SPARK_CODEGEN=true leaves to Spark
+
+
+def local_master_defaults(env=None) -> dict[str, str]:
+    """The settings a local master gets unless its configuration names them (see ``LOCAL_MASTER_DEFAULTS``)."""
+    env = os.environ if env is None else env
+    value = env.get("FLIGHTS_SPARK_CODEGEN", "").strip().lower()
+    if value not in ("", "true", "false", "1", "0", "yes", "no"):
+        raise JobInputError(f"FLIGHTS_SPARK_CODEGEN={value!r} is neither true nor false: set it to true for "
+                            "Spark's generated code (big local runs), or unset it for the local default.")
+    if value in ("true", "1", "yes"):
+        return {k: v for k, v in LOCAL_MASTER_DEFAULTS.items() if k not in CODEGEN_KEYS}
+    return dict(LOCAL_MASTER_DEFAULTS)
 
 
 def get_spark(app_name: str) -> SparkSession:
@@ -68,7 +90,7 @@ def get_spark(app_name: str) -> SparkSession:
         builder = builder.master(os.environ.get("FLIGHTS_SPARK_MASTER", "local[2]"))
     master = conf.get("spark.master", os.environ.get("FLIGHTS_SPARK_MASTER", "local[2]"))
     if master.startswith("local"):
-        for key, value in LOCAL_MASTER_DEFAULTS.items():
+        for key, value in local_master_defaults().items():
             if not conf.contains(key):
                 builder = builder.config(key, value)
     spark = builder.getOrCreate()

@@ -127,3 +127,21 @@ def test_the_claimed_row_date_is_null_for_impossible_dates(spark):
         PARTITION_COLUMN, F.lit("2013-02-03").cast("date"))
     got = [(r["_row_date"], r["_file_date"]) for r in with_row_date(df).collect()]
     assert got == [("2013-02-03", "2013-02-03"), ("2013-12-31", "2013-02-03")] + [(None, "2013-02-03")] * 4
+
+
+def test_interpreted_evaluation_builds_the_same_features_as_generated_code(spark, real_days):
+    """A local master evaluates expressions interpreted (``spark_jobs.session.LOCAL_MASTER_DEFAULTS``): the
+    features of real days are the ones Spark's generated code computes, value for value."""
+    assert spark.conf.get("spark.sql.codegen.factoryMode") == "NO_CODEGEN"  # what every local job runs with
+    flights, weather, planes = real_days
+    first, last = date(2013, 1, 6), date(2013, 1, 10)
+    interpreted = build_features(flights, weather, planes, first, last).collect()
+    spark.conf.set("spark.sql.codegen.factoryMode", "FALLBACK")  # Spark's default: generated code
+    try:
+        generated = build_features(flights, weather, planes, first, last).collect()
+    finally:
+        spark.conf.set("spark.sql.codegen.factoryMode", "NO_CODEGEN")
+    assert len(interpreted) > 3000
+    by_flight = {r["flight_id"]: r.asDict() for r in generated}
+    assert len(by_flight) == len(interpreted)
+    assert all(r.asDict() == by_flight[r["flight_id"]] for r in interpreted)
