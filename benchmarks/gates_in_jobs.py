@@ -30,7 +30,6 @@ from pathlib import Path
 from include.config import load_settings
 from include.intervals import Interval
 from include.jobs import GATE_TASKS, JOBS, RunRef, job_args
-from include.source.landing import land
 from include.source.scale import land_scaled
 from include.targets.local import LocalSparkRunner
 
@@ -52,10 +51,7 @@ def main() -> None:
     first, last = date(2013, 1, 1), date(2013, 1, 1) + timedelta(days=a.days - 1)
     home = Path(tempfile.mkdtemp(prefix="flights-bench-gates-"))
     try:
-        if a.scale > 1:
-            land_scaled(Interval(first, last), home / "landing", a.scale)
-        else:
-            land(Interval(first, last), home / "landing")
+        land_scaled(Interval(first, last), home / "landing", a.scale)  # scale 1: the real days, as land() lays them
         runner = LocalSparkRunner(load_settings())
         lake, landing = str(home / "lake"), str(home / "landing")
         seconds = {(task, way): 0.0 for task in GATED for way in ("job", "gate job", "job + gate")}

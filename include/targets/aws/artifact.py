@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from include.targets.cloud import artifact as _artifact
-from include.targets.cloud.artifact import Artifact, ObjectStore, build_artifact  # noqa: F401 (re-exported)
+from include.targets.cloud.artifact import Artifact, ObjectStore, build_artifact, upload_command  # noqa: F401 (re-exported)
 
 
 def split_s3(uri: str) -> tuple[str, str]:
@@ -46,19 +46,15 @@ def upload(artifact: Artifact, artifacts_root: str, s3_client) -> dict[str, str]
 
 def main(argv: list[str] | None = None) -> int:
     """Upload this checkout's artefact with the FLIGHTS_AWS_* settings; print its URIs."""
-    import argparse
+    def upload_now() -> dict[str, str]:
+        import boto3
 
-    import boto3
+        from include.targets.aws.settings import load_aws_settings
 
-    from include.targets.aws.settings import load_aws_settings
+        aws = load_aws_settings()
+        return upload(build_artifact(), aws.artifacts_root, boto3.client("s3", **aws.client_kwargs()))
 
-    argparse.ArgumentParser(description="Upload the code artefact the AWS target's jobs run (idempotent).").parse_args(
-        argv)
-    aws = load_aws_settings()
-    uris = upload(build_artifact(), aws.artifacts_root, boto3.client("s3", **aws.client_kwargs()))
-    for key in ("sha256", "zip", "sourcedir", "prefix", "written"):
-        print(f"{key}: {uris[key]}")
-    return 0
+    return upload_command(argv, "Upload the code artefact the AWS target's jobs run (idempotent).", upload_now)
 
 
 if __name__ == "__main__":

@@ -40,18 +40,14 @@ def upload(azure: AzureSettings, store: code.ObjectStore, jars: list[Path] | Non
 
 def main(argv: list[str] | None = None) -> int:
     """Upload with the FLIGHTS_AZURE_* settings; print the URIs."""
-    import argparse
+    def upload_now() -> dict[str, str]:
+        from include.targets.azure.adls import BlobStore, blob_service_client
+        from include.targets.azure.settings import load_azure_settings
 
-    from include.targets.azure.adls import BlobStore, blob_service_client
-    from include.targets.azure.settings import load_azure_settings
+        azure = load_azure_settings()
+        return upload(azure, BlobStore(blob_service_client(azure)))
 
-    parser = argparse.ArgumentParser(description="Upload the code and jars the Azure target's jobs run (idempotent).")
-    parser.parse_args(argv)
-    azure = load_azure_settings()
-    uris = upload(azure, BlobStore(blob_service_client(azure)))
-    for key in ("sha256", "zip", "sourcedir", "prefix", "written"):
-        print(f"{key}: {uris[key]}")
-    return 0
+    return code.upload_command(argv, "Upload the code and jars the Azure target's jobs run (idempotent).", upload_now)
 
 
 if __name__ == "__main__":

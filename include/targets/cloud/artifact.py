@@ -24,6 +24,7 @@ import logging
 import re
 import tarfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -215,3 +216,15 @@ def upload_with_jars(artifacts_root: str, store: ObjectStore, jars: list[Path], 
             written += 1
     log.info("Artifacts under %s: %d object(s) written", artifacts_root, written)
     return {**uris, "written": str(written)}
+
+
+def upload_command(argv: list[str] | None, description: str, upload_now: Callable[[], dict[str, str]]) -> int:
+    """The body of every cloud's ``python -m include.targets.<cloud>.artifact``: parse (``--help`` works
+    without settings), then ``upload_now()`` (which loads the cloud's settings), then print the URIs."""
+    import argparse
+
+    argparse.ArgumentParser(description=description).parse_args(argv)
+    uris = upload_now()
+    for key in ("sha256", "zip", "sourcedir", "prefix", "written"):
+        print(f"{key}: {uris[key]}")
+    return 0

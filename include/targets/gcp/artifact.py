@@ -41,18 +41,14 @@ def upload(gcp: GcpSettings, store: code.ObjectStore, jars: list[Path] | None = 
 
 def main(argv: list[str] | None = None) -> int:
     """Upload with the FLIGHTS_GCP_* settings; print the URIs."""
-    import argparse
+    def upload_now() -> dict[str, str]:
+        from include.targets.gcp.gcs import GcsStore, storage_client
+        from include.targets.gcp.settings import load_gcp_settings
 
-    from include.targets.gcp.gcs import GcsStore, storage_client
-    from include.targets.gcp.settings import load_gcp_settings
+        gcp = load_gcp_settings()
+        return upload(gcp, GcsStore(storage_client(gcp)))
 
-    argparse.ArgumentParser(description="Upload the code and jars the GCP target's jobs run (idempotent).").parse_args(
-        argv)
-    gcp = load_gcp_settings()
-    uris = upload(gcp, GcsStore(storage_client(gcp)))
-    for key in ("sha256", "zip", "sourcedir", "prefix", "written"):
-        print(f"{key}: {uris[key]}")
-    return 0
+    return code.upload_command(argv, "Upload the code and jars the GCP target's jobs run (idempotent).", upload_now)
 
 
 if __name__ == "__main__":
