@@ -37,7 +37,7 @@ from include.targets.azure.azureml import (COMPLETED, MODEL_OUTPUT, TAG_CODE, TA
 from include.targets.azure.settings import AzureSettings
 from include.targets.cloud.naming import training_job_name
 from include.targets.cloud.reattach import (ACTIVE, FAILED, SUCCEEDED, JobRef, JobStateError, classify, identity,
-                                            require_output)
+                                            require_output, wait_for_end)
 from include.training.outputs import METRICS_FILE
 
 
@@ -103,28 +103,14 @@ class AzureMLJobTrigger(BaseTrigger):
         return self._client
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        errors = 0
-        while True:
-            try:
-                # The synchronous SDK in a thread: one call per poll interval.
-                job = await asyncio.to_thread(self.client().jobs.get, self.job_name)
-                errors = 0
-            except Exception as exc:  # a transient API error must not end the wait at once
-                errors += 1
-                self.log.warning("Polling Azure ML job %s failed (%d/%d): %s", self.job_name, errors,
-                                 self.max_poll_errors, exc)
-                if errors >= self.max_poll_errors:
-                    yield TriggerEvent({"status": "error", "job_name": self.job_name, "job_status": "",
-                                        "message": f"{type(exc).__name__}: {exc}"})
-                    return
-                await asyncio.sleep(self.poll_interval)
-                continue
+        def ended(job):
             status = status_of(job)
-            if status in TERMINAL_STATUSES:
-                yield TriggerEvent({"status": "success" if status == COMPLETED else "failed",
-                                    "job_name": self.job_name, "job_status": status, "message": studio_url(job)})
-                return
-            await asyncio.sleep(self.poll_interval)
+            return (status == COMPLETED, status, studio_url(job)) if status in TERMINAL_STATUSES else None
+
+        yield TriggerEvent(await wait_for_end(
+            lambda: self.client().jobs.get(self.job_name), ended, log=self.log, what="Azure ML job",
+            job_name=self.job_name, state_key="job_status", poll_interval=self.poll_interval,
+            max_poll_errors=self.max_poll_errors))
 
     async def on_kill(self) -> None:
         self.log.info("Task killed: cancelling Azure ML job %s", self.job_name)

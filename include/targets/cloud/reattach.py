@@ -18,6 +18,7 @@ the listing (``JobRef`` per candidate job) and the calls; ``classify`` decides.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -105,3 +106,35 @@ def require_output(exists: Callable[[str], bool], uri: str | None, what: str) ->
     if uri and not exists(uri):
         raise JobStateError(f"{what} succeeded but wrote nothing at {uri}; see its driver log.")
     return uri
+
+
+async def wait_for_end(get: Callable[[], Any], ended: Callable[[Any], tuple[bool, str, str] | None], *, log,
+                       what: str, job_name: str, state_key: str, poll_interval: float,
+                       max_poll_errors: int) -> dict[str, Any]:
+    """A deferred job's wait, as every cloud's trigger runs it: the event payload once the job is over.
+
+    ``get()`` (the cloud's synchronous client call, run in a thread: one call per poll interval) returns
+    the job; ``ended(job)`` returns ``(succeeded, state, message)`` once it is over, else None. A failed
+    poll is logged and tried again; ``max_poll_errors`` failures in a row give ``{"status": "error"}``
+    (the job itself goes on). Payload: ``status`` (success, failed or error), ``job_name``, the state
+    under ``state_key`` and a ``message``.
+    """
+    errors = 0
+    while True:
+        try:
+            job = await asyncio.to_thread(get)
+            errors = 0
+        except Exception as exc:  # a transient API error must not end the wait at once
+            errors += 1
+            log.warning("Polling %s %s failed (%d/%d): %s", what, job_name, errors, max_poll_errors, exc)
+            if errors >= max_poll_errors:
+                return {"status": "error", "job_name": job_name, state_key: "",
+                        "message": f"{type(exc).__name__}: {exc}"}
+            await asyncio.sleep(poll_interval)
+            continue
+        over = ended(job)
+        if over is not None:
+            succeeded, state, message = over
+            return {"status": "success" if succeeded else "failed", "job_name": job_name, state_key: state,
+                    "message": message}
+        await asyncio.sleep(poll_interval)

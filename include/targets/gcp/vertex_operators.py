@@ -30,7 +30,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from include.targets.cloud.naming import short_job_name
 from include.targets.cloud.reattach import (ACTIVE, FAILED, SUCCEEDED, JobRef, JobStateError, classify, identity,
-                                            require_output)
+                                            require_output, wait_for_end)
 from include.targets.gcp.vertex import (LABEL_DAG, LABEL_JOB, LABEL_TASK, LABEL_TRY, job_key, label_value,
                                        with_identity)
 
@@ -112,28 +112,14 @@ class VertexCustomJobTrigger(BaseTrigger):
         return self._client
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        errors = 0
-        while True:
-            try:
-                # The synchronous client in a thread: one call per poll interval.
-                job = await asyncio.to_thread(self.client().get_custom_job, name=self.job_name)
-                errors = 0
-            except Exception as exc:  # a transient API error must not end the wait at once
-                errors += 1
-                self.log.warning("Polling Vertex AI custom job %s failed (%d/%d): %s", self.job_name, errors,
-                                 self.max_poll_errors, exc)
-                if errors >= self.max_poll_errors:
-                    yield TriggerEvent({"status": "error", "job_name": self.job_name, "state": "",
-                                        "message": f"{type(exc).__name__}: {exc}"})
-                    return
-                await asyncio.sleep(self.poll_interval)
-                continue
+        def ended(job):
             state = state_of(job)
-            if state in TERMINAL_STATES:
-                yield TriggerEvent({"status": "success" if state == SUCCEEDED_STATE else "failed",
-                                    "job_name": self.job_name, "state": state, "message": job.error.message})
-                return
-            await asyncio.sleep(self.poll_interval)
+            return (state == SUCCEEDED_STATE, state, job.error.message) if state in TERMINAL_STATES else None
+
+        yield TriggerEvent(await wait_for_end(
+            lambda: self.client().get_custom_job(name=self.job_name), ended, log=self.log,
+            what="Vertex AI custom job", job_name=self.job_name, state_key="state",
+            poll_interval=self.poll_interval, max_poll_errors=self.max_poll_errors))
 
     async def on_kill(self) -> None:
         self.log.info("Task killed: cancelling Vertex AI custom job %s", self.job_name)
