@@ -88,18 +88,38 @@ class AirflowStack:
         """``airflow backfill create`` with ``args``; returns the backfill's id.
 
         SQLite refuses a write at once ("database is locked", no busy wait) when two transactions would
-        deadlock: the CLI's savepoint reads, then inserts a run while the scheduler commits. Airflow then
-        deletes the half-created backfill so that it can be created again, which is what this does.
+        deadlock: the CLI's savepoint reads, then inserts a run while the scheduler commits. The CLI has
+        committed the backfill row by then, and its runs are rolled back. Airflow deletes such a half-created
+        backfill only for the lock errors of PostgreSQL and MySQL; on SQLite it stays "running" without runs
+        (until the scheduler marks it complete two minutes later) and refuses the next create. So this
+        deletes it, as Airflow would, and creates the backfill again.
         """
         for attempt in range(1, attempts + 1):
+            before = self.latest_backfill_id() or 0
             try:
                 self.cli("backfill", "create", *args)
                 return self.latest_backfill_id()
             except RuntimeError as exc:
                 if "database is locked" not in str(exc) or attempt == attempts:
                     raise
+                self.delete_half_created_backfills(after=before)
                 time.sleep(5)
         raise AssertionError("unreachable")
+
+    def delete_half_created_backfills(self, after: int) -> list[int]:
+        """Deletes the unfinished backfills newer than id ``after`` that have no run; returns their ids.
+        One with runs is not half-created: that is an error, not something to delete."""
+        with sqlite3.connect(self.db, timeout=30) as con:
+            ids = [r[0] for r in con.execute("SELECT id FROM backfill WHERE id > ? AND completed_at IS NULL", (after,))]
+            for backfill_id in ids:
+                runs = con.execute("SELECT (SELECT count(*) FROM backfill_dag_run WHERE backfill_id = ?) + "
+                                   "(SELECT count(*) FROM dag_run WHERE backfill_id = ?)",
+                                   (backfill_id, backfill_id)).fetchone()[0]
+                if runs:
+                    raise RuntimeError(f"backfill {backfill_id} failed to be created but has {runs} runs; see "
+                                       f"{self.home / 'airflow'}")
+                con.execute("DELETE FROM backfill WHERE id = ?", (backfill_id,))
+        return ids
 
     def start(self) -> "AirflowStack":
         (self.home / "airflow").mkdir(parents=True, exist_ok=True)
