@@ -22,7 +22,11 @@ Each day's New York flights, from the landing zone to the warehouse:
    `analytics` table;
 8. **evaluate_realised_performance** – the loaded predictions against the loaded outcomes, per model
    version: AUC, log loss, Brier score, ECE and calibration by decile, per day and over the trailing
-   7 days, into `ops.model_performance` (skipped with the scoring).
+   7 days, into `ops.model_performance` (skipped with the scoring);
+9. **request_retraining** – the champion against the `FLIGHTS_RETRAIN_*` thresholds (realised AUC drop,
+   calibration error, PSI of the watched features and of the score): the first breach of a champion is
+   recorded in `ops.model_decisions`, alerted, and starts `flights_training` through the
+   `flights_retraining_requests` asset; otherwise skipped, with the reason in its log.
 
 The task graph is the same on every target; `FLIGHTS_TARGET` picks where each step runs: spark-submit and
 DuckDB/PostgreSQL on `local`; EMR and Redshift on `aws`; Dataproc and BigQuery on `gcp`.
@@ -42,7 +46,10 @@ from airflow.sdk import Param, dag, task
 
 from include import pipeline
 from include.dag_defaults import default_args
+from include.retraining import requests_asset
 from include.steps import get_steps
+
+RETRAINING_REQUESTS = requests_asset()
 
 # Comma-separated dimension names or nothing. (?![\s\S]) is the end of the input for Python's and the
 # browser's regex alike ($ would let a trailing newline through in Python).
@@ -96,8 +103,13 @@ def flights_daily():
     def evaluate_realised_performance(interval: dict, **context) -> dict:
         return pipeline.evaluate_realised_performance(context, pipeline.as_interval(interval))
 
+    @task(inlets=[RETRAINING_REQUESTS], outlets=[RETRAINING_REQUESTS])  # reads its own events (a retried try)
+    def request_retraining(interval: dict, **context) -> dict:
+        return pipeline.request_retraining(context, pipeline.as_interval(interval), RETRAINING_REQUESTS)
+
     landed >> bronze >> bronze_ok >> features >> gold_ok >> scoring
-    steps.load_warehouse("load_warehouse", interval, scoring) >> evaluate_realised_performance(interval)
+    evaluated = evaluate_realised_performance(interval)
+    steps.load_warehouse("load_warehouse", interval, scoring) >> evaluated >> request_retraining(interval)
 
 
 flights_daily()

@@ -3,13 +3,16 @@
 
 Trains the delay-risk model on gold features and promotes it only when it is better:
 
-1. **resolve_window** – the training window: `train_start`/`train_end`, or the last `window_days` of the interval;
+1. **resolve_window** – the training window: `train_start`/`train_end`; for a run started by a retraining
+   request (`flights_daily`'s `request_retraining`), the `window_days` ending on the day that breached;
+   else the last `window_days` of the interval;
 2. **export_training_set** – Spark: gold rows with labels, split by time into train / validation / holdout;
 3. **train_models** – XGBoost (`tree_method="hist"`, CUDA when a GPU is visible) and a logistic-regression
    baseline; holdout AUC, log loss, Brier score and calibration error for both;
 4. **register_model** – params, metrics, report image and model logged to the registry as a new version;
 5. **promote_champion** – the `champion` alias moves to the new version only if it beats the current
-   champion on the same holdout, scored now; a rejected challenger alerts.
+   champion on the same holdout, scored now; a rejected challenger alerts. The decision and its cause (the
+   schedule, a manual run, or the breach that requested the retraining) go to `ops.model_decisions`.
 
 Where the export and the training run comes from `FLIGHTS_TARGET`: spark-submit and in-process
 training on `local`; EMR and a SageMaker training job (GPU) on `aws`; Dataproc and a Vertex AI custom
@@ -20,10 +23,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable, Param, dag, task
 
 from include import pipeline
 from include.dag_defaults import default_args
+from include.retraining import requests_asset
 from include.steps import get_steps
 
 # ASCII digits only (\d also matches other scripts' digits); maxLength refuses a trailing newline.
@@ -32,7 +36,9 @@ DATE_PARAM = {"type": ["null", "string"], "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2
 
 @dag(
     dag_id="flights_training",
-    schedule="@weekly",
+    # weekly, and whenever a daily run finds the champion past a retraining threshold (include.retraining)
+    schedule=AssetOrTimeSchedule(timetable=CronDataIntervalTimetable("@weekly", timezone="UTC"),
+                                 assets=[requests_asset()]),
     start_date=datetime(2013, 1, 1, tzinfo=timezone.utc),
     catchup=False,
     max_active_runs=1,

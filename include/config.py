@@ -100,6 +100,52 @@ def max_landing_file_bytes() -> int:
                     "the size in bytes above which a landing file is refused")
 
 
+def _float_env(name: str, default: float, meaning: str) -> float:
+    text = _env(name, str(default))
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 1:  # also refuses nan and inf
+        raise ConfigError(f"{name}={text!r} is not a number between 0 and 1; set it to {meaning} "
+                          f"(default {default}), or unset it.")
+    return value
+
+
+@dataclass(frozen=True)
+class RetrainingThresholds:
+    """When a champion's realised performance or inputs call for retraining (``include.retraining``)."""
+
+    auc_drop: float  # trailing-7-day realised AUC below the champion's holdout AUC by more than this
+    max_ece: float  # trailing-7-day expected calibration error above this
+    max_psi: float  # PSI of any watched feature (or of the score) above this, against the training data
+    watched: tuple[str, ...]  # the features (and ``delay_probability``, the score) whose PSI is watched
+    min_flights: int  # flights with an outcome the trailing 7 days need before AUC and ECE are judged
+
+
+def retraining_thresholds() -> RetrainingThresholds:
+    """``FLIGHTS_RETRAIN_*``: the thresholds a daily run checks the champion against (README, "Monitoring")."""
+    from include.drift import SCORE
+    from include.features import DAY_LEVEL_FEATURES, FEATURES
+
+    default_watched = ",".join([f for f in FEATURES if f not in DAY_LEVEL_FEATURES] + [SCORE])
+    watched = tuple(f.strip() for f in _env("FLIGHTS_RETRAIN_PSI_FEATURES", default_watched).split(",") if f.strip())
+    unknown = sorted(set(watched) - set(FEATURES) - {SCORE})
+    if unknown or not watched:
+        raise ConfigError(f"FLIGHTS_RETRAIN_PSI_FEATURES names {unknown or 'no feature'}; use model features "
+                          f"({', '.join(FEATURES)}) or {SCORE}, comma-separated, or unset it.")
+    return RetrainingThresholds(
+        auc_drop=_float_env("FLIGHTS_RETRAIN_AUC_DROP", 0.05, "the realised AUC drop below the champion's "
+                            "holdout AUC that calls for retraining"),
+        max_ece=_float_env("FLIGHTS_RETRAIN_MAX_ECE", 0.06, "the realised calibration error that calls for "
+                           "retraining"),
+        max_psi=_float_env("FLIGHTS_RETRAIN_MAX_PSI", 0.2, "the PSI of a watched feature that calls for retraining"),
+        watched=watched,
+        min_flights=_int_env("FLIGHTS_RETRAIN_MIN_FLIGHTS", 3000, 1, "the flights with an outcome the trailing "
+                             "7 days need before their AUC and ECE are judged"),
+    )
+
+
 def load_settings() -> Settings:
     """Build the settings from the environment, validating every choice."""
     target = _env("FLIGHTS_TARGET", "local").lower()

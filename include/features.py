@@ -47,3 +47,11 @@ NUMERIC_FEATURES = [
 ]
 
 FEATURES = NUMERIC_FEATURES + CATEGORICAL_FEATURES
+
+# Features that take one value per day, or per origin and hour of a day: the calendar, the origin's weather
+# and its delay rate the day before. A few days' sample holds only a few of their values, so its PSI against
+# weeks of training data is high whatever happens (a week of March against January and February: month 7.1,
+# pressure 4.0, dew point 3.1, origin_delay_rate_1d 1.9). Their drift is recorded, but by default it does not
+# call for retraining (include.config.retraining_thresholds).
+DAY_LEVEL_FEATURES = ["day_of_week", "day_of_month", "month", "temp", "dewp", "humid", "wind_speed", "wind_gust",
+                      "precip", "pressure", "visib", "origin_delay_rate_1d"]

@@ -181,17 +181,120 @@ def evaluate_realised_performance(context: dict, interval: Interval) -> dict:
     return {"measurements": len(rows), "versions": sorted({r["model_version"] for r in rows})}
 
 
+@fails_fast
+def request_retraining(context: dict, interval: Interval, asset) -> dict:
+    """Check the champion against the retraining thresholds on the interval's last day (``include.retraining``).
+
+    A breach that no earlier day of this champion has acted on is recorded in ``ops.model_decisions``, alerted
+    (which metric, by how much, since when) and sent to ``flights_training`` as an event of ``asset`` carrying
+    the training window's last day and the reason. Otherwise the task is skipped, saying why: a skipped task
+    emits no event.
+    """
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from include.alerts import Alert, send_alert
+    from include.config import retraining_thresholds
+    from include.retraining import REQUESTED, breaches, open_request, reason
+
+    thresholds = retraining_thresholds()
+    target = get_target()
+    champion = target.registry.champion()
+    if champion is None:
+        raise AirflowSkipException("No champion is registered: there is nothing to retrain against.")
+    holdout_auc = champion.metrics.get("auc")
+    if holdout_auc is None:
+        log.warning("%s v%s has no holdout AUC in the registry: its realised AUC is not compared.", champion.name,
+                    champion.version)
+    found = breaches(target.warehouse, champion.name, champion.version, holdout_auc, interval.end, thresholds)
+    if not found:
+        raise AirflowSkipException(f"{champion.name} v{champion.version} is within every retraining threshold on "
+                                   f"{interval.end}.")
+    why = reason(found)
+    run_id, train_end = context["run_id"], interval.end.isoformat()
+    earlier = open_request(target.warehouse, champion.name, champion.version)
+    if earlier is not None and not _event_sent(context, asset, earlier[0]):
+        # the run that recorded the request died before its event went out (this run's earlier try, or an
+        # earlier day's run that never succeeded): send it now, so the breach is acted on exactly once
+        log.warning("Sending the retraining request that run %s recorded at %s: its event was never sent.",
+                    earlier[0], earlier[1])
+        return _send_request(context, asset, champion, train_end, earlier[2])
+    if earlier is not None:
+        raise AirflowSkipException(f"Still breaching ({why}), but retraining was already requested for v"
+                                   f"{champion.version} by run {earlier[0]} at {earlier[1]}: one retraining per "
+                                   "breach of a champion.")
+    target.warehouse.record("ops.model_decisions", {
+        "model_name": champion.name, "challenger_version": None, "champion_version": champion.version,
+        "promoted": None, "reason": why, "challenger_auc": None, "champion_auc": holdout_auc,
+        "baseline_auc": None, "run_id": run_id, "action": REQUESTED,
+        "cause": ", ".join(f"{b.metric}={b.value:.4f} (threshold {b.threshold:.4f}, since {b.since})" for b in found)})
+    ti = context["ti"]
+    send_alert(Alert(
+        kind=REQUESTED, title=f"{champion.name} v{champion.version} breached its thresholds: retraining requested",
+        reason=why, dag_id=ti.dag_id, task_id=ti.task_id, run_id=run_id, interval=str(interval),
+        log_url=getattr(ti, "log_url", "") or "",
+        details={"champion_version": champion.version, "breaches": [
+            {"metric": b.metric, "value": b.value, "threshold": b.threshold, "since": b.since.isoformat()}
+            for b in found]}))
+    log.warning("Retraining requested for %s v%s: %s", champion.name, champion.version, why)
+    return _send_request(context, asset, champion, train_end, why)
+
+
+def _send_request(context: dict, asset, champion, train_end: str, why: str) -> dict:
+    """The asset event that starts flights_training: emitted when the task succeeds."""
+    context["outlet_events"][asset].extra = {"train_end": train_end, "reason": why, "model_name": champion.name,
+                                             "champion_version": champion.version}
+    return {"requested": True, "champion_version": champion.version, "train_end": train_end, "reason": why}
+
+
+def _event_sent(context: dict, asset, run_id: str) -> bool:
+    """Whether the run ``run_id`` emitted an event of ``asset`` (the task reads the asset's events as an inlet)."""
+    return any(getattr(e, "source_run_id", None) == run_id for e in context["inlet_events"][asset])
+
+
 # --- flights_training ------------------------------------------------------------------------
+
+
+def retraining_request(context: dict) -> dict | None:
+    """The latest retraining request among the events that triggered this run (``request_retraining``), if any."""
+    from include.retraining import ASSET_NAME
+
+    events = context.get("triggering_asset_events") or {}
+    found = []
+    for asset, asset_events in events.items():
+        if getattr(asset, "name", None) != ASSET_NAME:
+            continue
+        found += [e for e in asset_events if (getattr(e, "extra", None) or {}).get("train_end")]
+    if not found:
+        return None
+    latest = max(found, key=lambda e: (e.extra["train_end"], str(e.timestamp)))
+    return {**latest.extra, "source_run_id": getattr(latest, "source_run_id", None)}
+
+
+def training_cause(context: dict) -> str:
+    """Why this training run ran: a retraining request (with its reason), the schedule, or a manual trigger."""
+    request = retraining_request(context)
+    if request is not None:
+        return (f"retraining requested by flights_daily run {request.get('source_run_id')}: "
+                f"{request.get('reason')}")
+    run_type = getattr(context.get("dag_run"), "run_type", None)
+    run_type = str(getattr(run_type, "value", run_type) or "manual").lower()  # DagRunType or its string
+    return "scheduled" if run_type == "scheduled" else f"{run_type} run {context.get('run_id')}"
 
 
 @fails_fast
 def resolve_window(context: dict) -> dict:
     p = context["params"]
     try:
+        request = retraining_request(context)
         if p.get("train_start") or p.get("train_end"):
             if not (p.get("train_start") and p.get("train_end")):
                 raise IntervalError("Pass both train_start and train_end, or neither to use window_days.")
             window = Interval(parse_date(p["train_start"], "train_start"), parse_date(p["train_end"], "train_end"))
+        elif request is not None:  # a retraining request: the window ends on the last day that breached
+            last = parse_date(request["train_end"], "the retraining request's train_end")
+            window = Interval(last - timedelta(days=int(p["window_days"]) - 1), last)
+            log.info("Retraining requested by flights_daily run %s: %s", request.get("source_run_id"),
+                     request.get("reason"))
         else:
             end = context.get("data_interval_end")
             if end is None:
@@ -259,7 +362,8 @@ def promote(context: dict, registered: dict, trained: dict, dataset_uri: str, mi
         "champion_version": champion.version if champion else None, "promoted": decision.promote,
         "reason": decision.reason, "challenger_auc": metrics["xgboost"]["auc"],
         "champion_auc": champion_metrics["auc"] if champion_metrics else None,
-        "baseline_auc": metrics["baseline"]["auc"], "run_id": context["run_id"]})
+        "baseline_auc": metrics["baseline"]["auc"], "run_id": context["run_id"],
+        "action": "promoted" if decision.promote else "refused", "cause": training_cause(context)})
     if decision.promote:
         target.registry.set_champion(challenger, decision.reason)
     else:

@@ -66,8 +66,13 @@ def render(cfg: Settings, target) -> str:
                round(challenger_auc * 10000) / 10000.0 AS xgboost_auc,
                round(baseline_auc * 10000) / 10000.0 AS baseline_auc,
                round(champion_auc * 10000) / 10000.0 AS champion_auc_then, reason
-        FROM ops.model_decisions ORDER BY recorded_at""")
+        FROM ops.model_decisions WHERE action IS DISTINCT FROM 'retraining_requested' ORDER BY recorded_at""")
     out.append(table(cols, rows))
+    _, requests = wh.query("""
+        SELECT champion_version, run_id, reason FROM ops.model_decisions
+        WHERE action = 'retraining_requested' ORDER BY recorded_at""")
+    for version, run_id, why in requests:
+        out.append(f"    retraining requested for v{version} by {run_id}: {why[:300]}{'…' if len(why) > 300 else ''}")
     if champion:
         m = champion.metrics
         out.append(f"    champion: {champion.name} v{champion.version}  AUC {m.get('auc', float('nan')):.4f}  "

@@ -63,7 +63,8 @@ def rollback(to_version: str | None, reason: str, by: str) -> dict:
         target.warehouse.record("ops.model_decisions", {
             "model_name": new.name, "challenger_version": new.version, "champion_version": old.version,
             "promoted": True, "reason": f"rollback by {by}: {reason} (champion v{old.version} -> v{new.version})",
-            "challenger_auc": None, "champion_auc": None, "baseline_auc": None, "run_id": run_id})
+            "challenger_auc": None, "champion_auc": None, "baseline_auc": None, "run_id": run_id,
+            "action": "rollback", "cause": f"rollback by {by}"})
     finally:  # the alias has moved: say so even if the warehouse is unreachable
         send_alert(rollback_alert(old, new, reason, by, run_id, window))
     return {"model": new.name, "from": old.version, "to": new.version, "by": by, "reason": reason,

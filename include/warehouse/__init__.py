@@ -68,6 +68,10 @@ DDL = [
         promoted BOOLEAN, reason TEXT, challenger_auc DOUBLE PRECISION, champion_auc DOUBLE PRECISION,
         baseline_auc DOUBLE PRECISION, run_id VARCHAR(250),
         recorded_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)""",
+    # what was decided (promoted, refused, rollback, retraining_requested) and what caused the decision: the
+    # schedule, a manual run, or the breach that requested the retraining (include.retraining)
+    "ALTER TABLE ops.model_decisions ADD COLUMN IF NOT EXISTS action VARCHAR(32)",
+    "ALTER TABLE ops.model_decisions ADD COLUMN IF NOT EXISTS cause TEXT",
     # One row per alert raised, and whether the noisy channels delivered it (include.alert_policy).
     # ``run_interval`` and ``raised_at``: INTERVAL and AT are reserved words in BigQuery.
     """CREATE TABLE IF NOT EXISTS ops.alerts (

@@ -116,7 +116,8 @@ def test_daily_dag_structure(dagbag):
     dag = dagbag.dags["flights_daily"]
     order = ["resolve_interval", "check_landing_files", "ingest_bronze", "enforce_bronze_gate",
              "build_features", "enforce_gold_gate", "find_champion", "score_flights",
-             "enforce_predictions_gate", "load_flight_delay_predictions", "evaluate_realised_performance"]
+             "enforce_predictions_gate", "load_flight_delay_predictions", "evaluate_realised_performance",
+             "request_retraining"]
     assert set(dag.task_ids) == set(order) | {"load_flight_outcomes"}
     for upstream, downstream in zip(order, order[1:]):
         assert upstream in dag.get_task(downstream).upstream_task_ids, f"{upstream} -> {downstream}"
@@ -128,6 +129,10 @@ def test_daily_dag_structure(dagbag):
     evaluate = dag.get_task("evaluate_realised_performance")
     assert {"load_flight_outcomes", "load_flight_delay_predictions"} <= evaluate.upstream_task_ids
     assert evaluate.trigger_rule == "all_success"
+    # a retraining request is an event of the asset flights_training is scheduled on, and only of that one
+    request = dag.get_task("request_retraining")
+    assert [a.name for a in request.outlets] == ["flights_retraining_requests"]
+    assert not any(t.outlets for t in dag.tasks if t.task_id != "request_retraining")
     assert dag.catchup
     assert set(dag.params.keys()) >= {"start_date", "end_date"}
 
@@ -139,6 +144,9 @@ def test_training_dag_structure(dagbag):
     for upstream, downstream in zip(order, order[1:]):
         assert upstream in dag.get_task(downstream).upstream_task_ids
     assert {"train_start", "train_end", "n_estimators", "max_depth", "learning_rate", "device"} <= set(dag.params.keys())
+    # weekly, and on each retraining request of flights_daily
+    assert [a.name for a in dag.timetable.asset_condition.objects] == ["flights_retraining_requests"]
+    assert dag.timetable.timetable.expression == "0 0 * * 0" and not dag.catchup
 
 
 def test_maintenance_dag_structure_and_its_retention_floor(dagbag):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -79,8 +81,12 @@ def loop(airflow_db):
         "training": _run("flights_training", SCORED_DAY, {
             "train_start": "2013-01-01", "train_end": "2013-01-03", "validation_days": 1, "holdout_days": 1,
             "n_estimators": 60}),
-        "scored": _run("flights_daily", SCORED_DAY),  # a scheduled-style run: its data interval is the day
     }
+    # unpaused, as in a deployment: an asset event queues a run only for a DAG that is not paused
+    out = subprocess.run([str(Path(sys.executable).with_name("airflow")), "dags", "unpause", "flights_training"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    runs["scored"] = _run("flights_daily", SCORED_DAY)  # a scheduled-style run: its data interval is the day
     return runs
 
 
@@ -137,7 +143,40 @@ def test_ops_schema_records_pipeline_health(loop):
     gates = _wh("SELECT suite, success FROM ops.quality_gates")
     assert {("bronze/flights", True), ("bronze/weather", True), ("gold/flight_features", True),
             ("predictions/flight_delay_risk", True)} <= set(gates)
-    assert _wh("SELECT promoted FROM ops.model_decisions") == [(True,)]
+    assert _wh("SELECT action, promoted, cause FROM ops.model_decisions WHERE action <> 'retraining_requested'") \
+        == [("promoted", True, f"manual run {loop['training'].run_id}")]
+
+
+def test_the_scored_days_drift_requests_one_retraining_through_the_asset(loop, airflow_db):
+    """The scored day moved from the champion's three training days: request_retraining records it, alerts,
+    and its asset event queues flights_training in Airflow's metadata database, as the scheduler will run it."""
+    import sqlite3
+
+    assert _states(loop["scored"])["request_retraining"] == "success"
+    decisions = _wh("SELECT champion_version, reason, cause, run_id FROM ops.model_decisions "
+                    "WHERE action = 'retraining_requested'")
+    (version, reason, cause, run_id), = decisions
+    assert version == "1" and run_id == loop["scored"].run_id
+    alert = [a for a in _alerts() if a["kind"] == "retraining_requested"][-1]
+    assert alert["reason"] == reason and alert["run_id"] == run_id
+    with sqlite3.connect(airflow_db / "airflow.db") as con:
+        events = con.execute("SELECT e.extra, e.source_dag_id, e.source_run_id FROM asset_event e JOIN asset a "
+                             "ON a.id = e.asset_id WHERE a.name = 'flights_retraining_requests'").fetchall()
+        queued = con.execute("SELECT q.target_dag_id FROM asset_dag_run_queue q JOIN asset a ON a.id = q.asset_id "
+                             "WHERE a.name = 'flights_retraining_requests'").fetchall()
+    (extra, source_dag, source_run), = events
+    assert json.loads(extra)["train_end"] == str(SCORED_DAY) and json.loads(extra)["reason"] == reason
+    assert (source_dag, source_run) == ("flights_daily", run_id)
+    assert queued == [("flights_training",)]
+
+    # the next run of the day still breaches: it finds the request and its event (read as the task's inlet
+    # events, from Airflow), so it is skipped and sends nothing; only its request_retraining runs
+    again = _run("flights_daily", SCORED_DAY, mark_success_pattern=r"(?!request_retraining$|resolve_interval$).*")
+    assert _states(again)["request_retraining"] == "skipped"
+    assert len(_wh("SELECT 1 FROM ops.model_decisions WHERE action = 'retraining_requested'")) == 1
+    with sqlite3.connect(airflow_db / "airflow.db") as con:
+        assert con.execute("SELECT count(*) FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+                           "WHERE a.name = 'flights_retraining_requests'").fetchone()[0] == 1
 
 
 def test_the_champions_realised_performance_is_recorded_for_the_scored_day(loop):

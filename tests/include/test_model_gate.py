@@ -78,3 +78,6 @@ def test_a_challenger_trained_on_shuffled_labels_is_rejected_with_both_models_me
         "SELECT challenger_version, champion_version, promoted, challenger_auc, champion_auc FROM ops.model_decisions")
     assert rows == [("2", "1", False, pytest.approx(outputs.metrics["xgboost"]["auc"]),
                      pytest.approx(decision["champion_metrics"]["auc"]))]
+    # what was decided, and what started the training run (here a manual trigger, no retraining request)
+    assert get_target().warehouse.query("SELECT action, cause FROM ops.model_decisions")[1] == [
+        ("refused", f"manual run {RUN_ID}")]

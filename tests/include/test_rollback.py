@@ -69,7 +69,7 @@ def _tags(reg, version: str) -> dict:
 def _decisions() -> list[dict]:
     """Rollback rows of ops.model_decisions, oldest first."""
     cols, rows = get_target().warehouse.query(
-        "SELECT challenger_version, champion_version, promoted, reason, run_id FROM ops.model_decisions "
+        "SELECT challenger_version, champion_version, promoted, reason, run_id, action FROM ops.model_decisions "
         "WHERE run_id LIKE 'rollback__%' ORDER BY recorded_at")
     return [dict(zip(cols, r)) for r in rows]
 
@@ -116,6 +116,7 @@ def test_documented_command_rolls_back_to_the_previous_champion_records_and_aler
     [row] = _decisions()[seen_rows:]
     assert (row["challenger_version"], row["champion_version"], row["promoted"]) == ("1", "2", True)
     assert row["reason"].startswith("rollback by alice: ") and why in row["reason"]
+    assert row["action"] == "rollback"
 
     [alert] = _alerts()[seen_alerts:]
     assert alert["title"] == f"Champion {registry.name} rolled back from v2 to v1"
