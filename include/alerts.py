@@ -30,7 +30,8 @@ INTERVAL_TASKS = ("resolve_interval", "resolve_window")
 
 @dataclass
 class Alert:
-    kind: str  # task_failed | quality_gate_failed | model_rejected | model_rollback | retraining_requested | alert_storm
+    # task_failed | quality_gate_failed | model_rejected | model_rollback | retraining_requested | alert_storm
+    kind: str
     title: str
     reason: str
     dag_id: str = ""

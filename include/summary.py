@@ -40,6 +40,16 @@ def table(columns: list[str], rows: list[tuple]) -> str:
     return "\n".join("    " + line for line in lines)
 
 
+def monitoring_picture(cfg: Settings, target, champion):
+    """``$FLIGHTS_HOME/reports/monitoring.png`` from the ops tables (``include.monitoring_report``), or None."""
+    from include.config import retraining_thresholds
+    from include.monitoring_report import monitoring_data, write_monitoring_report
+
+    holdout = {champion.version: champion.metrics["auc"]} if champion and "auc" in champion.metrics else {}
+    return write_monitoring_report(cfg.home / "reports" / "monitoring.png", monitoring_data(target.warehouse),
+                                   holdout, retraining_thresholds())
+
+
 def render(cfg: Settings, target) -> str:
     out = ["", "=" * 72, "Summary", "=" * 72, "", "Lake (rows per table):"]
     counts = lake_counts(str(cfg.lake_root))
@@ -81,6 +91,9 @@ def render(cfg: Settings, target) -> str:
         out.append(f"    MLflow run: {champion.url}")
     else:
         out.append("    no champion yet")
+    picture = monitoring_picture(cfg, target, champion)
+    if picture is not None:
+        out.append(f"    realised AUC and ECE over time, and PSI per feature: {picture}")
 
     out += ["", "Warehouse (rows per table):"]
     rows = []

@@ -231,3 +231,25 @@ def test_a_new_champion_starts_a_new_episode(champion, tmp_path):
     assert request_retraining(_context(day), _one(day), requests_asset())["champion_version"] == champion.version
     assert [d[0] for d in _decisions()] == [REQUESTED, REQUESTED, "rollback", REQUESTED]
 
+
+def test_the_monitoring_picture_draws_what_the_ops_tables_hold(champion, tmp_path):
+    from include.monitoring_report import monitoring_data, write_monitoring_report
+
+    data = monitoring_data(get_target().warehouse)
+    v1 = data["performance"][champion.version]
+    # every trailing-7-day measurement of v1 recorded above, in day order, with its flights, AUC and ECE
+    assert [d for d, *_ in v1] == sorted(d for d, *_ in v1) and (DAY1, 6500) == v1[0][:2]
+    assert (DAY1 + timedelta(days=3), 500) in [r[:2] for r in v1]  # the day with too few flights is drawn hollow
+    assert data["drift"][(str(DAY1 + timedelta(days=5)), champion.version)]["distance"] == pytest.approx(0.31)
+    path = write_monitoring_report(tmp_path / "monitoring.png", data, {champion.version: champion.metrics["auc"]},
+                                   retraining_thresholds())
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(header[16:20], "big") == 1300  # 13 in at 100 dpi
+    assert write_monitoring_report(tmp_path / "none.png", {"performance": {}, "drift": {}}, {},
+                                   retraining_thresholds()) is None
+    # make run's summary writes it under FLIGHTS_HOME, with the champion's retraining floor
+    from include.summary import monitoring_picture
+
+    assert monitoring_picture(settings(), get_target(), get_target().registry.champion()) \
+        == settings().home / "reports" / "monitoring.png"
+    assert (settings().home / "reports" / "monitoring.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
