@@ -217,3 +217,65 @@ def test_a_crafted_interval_is_refused_by_the_python_load(name):
     prefix = f"s3://flights-lake-example/lake/exports/flight_outcomes/{p['key']}/"
     with pytest.raises(IntervalError):
         RedshiftWarehouse(AwsSettings.example(), NoClient()).load_interval(TABLE, prefix, p["start"], p["end"])
+
+
+def test_tables_created_before_a_column_was_added_get_it(postgres_url):
+    """A warehouse created by an earlier release (no ``action``/``cause`` on ops.model_decisions) is upgraded by
+    ``column_upgrades``, one ``ADD COLUMN`` each, the syntax Redshift and PostgreSQL share; then nothing is left."""
+    import uuid
+
+    import psycopg2
+
+    from include.targets.aws.redshift import added_columns, column_upgrades
+
+    database = f"upgrade_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(postgres_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {database}")
+    admin.close()
+    conn = psycopg2.connect(f"{postgres_url.rsplit('/', 1)[0]}/{database}")
+    conn.autocommit = True
+
+    def columns(table):
+        schema, name = table.split(".")
+        with conn.cursor() as cur:
+            cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
+                        "AND table_name = %s", (schema, name))
+            return {r[0] for r in cur.fetchall()}
+
+    try:
+        with conn.cursor() as cur:
+            for stmt in DDL:
+                if "ADD COLUMN" not in stmt:  # the tables as the first release created them
+                    cur.execute(stmt)
+        assert not {"action", "cause"} & columns("ops.model_decisions")
+        assert {"ops.model_decisions", "ops.quality_gates"} <= set(added_columns())
+        for table in added_columns():
+            upgrades = column_upgrades(table, columns(table))
+            assert upgrades and all(s.startswith(f"ALTER TABLE {table} ADD COLUMN ") for s in upgrades)
+            with conn.cursor() as cur:
+                for stmt in upgrades:
+                    cur.execute(stmt)
+            assert column_upgrades(table, columns(table)) == []  # done once
+        assert {"action", "cause", "promoted"} <= columns("ops.model_decisions")
+        with conn.cursor() as cur:
+            cur.execute("INSERT INTO ops.model_decisions (model_name, action, cause) VALUES ('m', 'refused', %s)",
+                        ("x" * 5000,))  # cause is VARCHAR(65535), not Redshift's 256-character TEXT
+    finally:
+        conn.close()
+
+
+def test_ensure_schema_asks_redshift_for_the_columns_and_adds_the_missing_ones(aws, boto, monkeypatch):
+    from include.targets.aws.redshift import RedshiftWarehouse
+
+    monkeypatch.setattr(RedshiftWarehouse, "status", lambda self, sid: {
+        **self.client.describe_statement(Id=sid), "HasResultSet": True, "Status": "FINISHED"})
+    seen = len(_moto_statements())
+    RedshiftWarehouse(aws, boto("redshift-data")).ensure_schema()
+    sent = [s.query_string for s in _moto_statements()[seen:]]
+    lookups = [s for s in sent if s.startswith("SELECT column_name FROM svv_columns")]
+    assert len(lookups) == 2  # ops.quality_gates and ops.model_decisions; moto answers with rows of its own,
+    assert "ALTER TABLE ops.model_decisions ADD COLUMN action VARCHAR(32)" in sent  # none of them a column name
+    assert "ALTER TABLE ops.model_decisions ADD COLUMN cause VARCHAR(65535)" in sent
+    assert sent.index(lookups[0]) > max(i for i, s in enumerate(sent) if s.startswith("CREATE TABLE"))

@@ -146,26 +146,38 @@ def load_job(aws: AwsSettings, *, task_id: str, table: str, s3_prefix: str, star
 # --- the Warehouse seam on Redshift ------------------------------------------------------------
 
 
-def redshift_ddl() -> list[str]:
-    """``include.warehouse.DDL`` in Redshift's dialect.
-
-    Redshift has no ``ADD COLUMN IF NOT EXISTS`` (those columns are folded into their
-    ``CREATE TABLE``) and its ``TEXT`` is ``VARCHAR(256)`` (long texts get ``VARCHAR(65535)``).
-    """
+def added_columns() -> dict[str, list[str]]:
+    """The columns ``include.warehouse.DDL`` adds to tables that already exist, per table, as ``name TYPE``."""
     added: dict[str, list[str]] = {}
-    out = []
     for stmt in DDL:
         m = re.match(r"ALTER TABLE (\S+) ADD COLUMN IF NOT EXISTS (.+)$", stmt.strip())
         if m:
-            added.setdefault(m[1], []).append(m[2])
-        else:
-            out.append(stmt)
+            added.setdefault(m[1], []).append(re.sub(r"\bTEXT\b", "VARCHAR(65535)", m[2]))
+    return added
+
+
+def redshift_ddl() -> list[str]:
+    """``include.warehouse.DDL`` in Redshift's dialect.
+
+    Redshift has no ``ADD COLUMN IF NOT EXISTS``: those columns are folded into their ``CREATE TABLE``,
+    and a table created before them gets them from ``column_upgrades``. Its ``TEXT`` is ``VARCHAR(256)``
+    (long texts get ``VARCHAR(65535)``).
+    """
+    added = added_columns()
+    out = [stmt for stmt in DDL if not re.match(r"ALTER TABLE \S+ ADD COLUMN IF NOT EXISTS ", stmt.strip())]
     for i, stmt in enumerate(out):
         m = re.match(r"CREATE TABLE IF NOT EXISTS (\S+) \(", stmt)
         if m and m[1] in added:
             end = stmt.rindex(")")
             out[i] = f"{stmt[:end]},\n        {', '.join(added[m[1]])}{stmt[end:]}"
     return [re.sub(r"\bTEXT\b", "VARCHAR(65535)", stmt) for stmt in out]
+
+
+def column_upgrades(table: str, existing: set[str]) -> list[str]:
+    """``ALTER TABLE … ADD COLUMN`` for each added column ``table`` lacks (one column per statement, as Redshift
+    requires); ``existing``: its column names now."""
+    return [f"ALTER TABLE {table} ADD COLUMN {column}" for column in added_columns().get(table, [])
+            if column.split()[0].lower() not in {c.lower() for c in existing}]
 
 
 class WarehouseError(RuntimeError):
@@ -236,6 +248,12 @@ class RedshiftWarehouse:
             return
         for stmt in redshift_ddl():  # each idempotent (IF NOT EXISTS / OR REPLACE)
             self.execute(stmt)
+        for table in added_columns():  # a table created before a column was added to the DDL gets it now
+            schema, name = table.split(".")
+            _, rows = self._query("SELECT column_name FROM svv_columns WHERE table_schema = ? AND table_name = ?",
+                                  [schema, name])
+            for stmt in column_upgrades(table, {str(r[0]) for r in rows}):
+                self.execute(stmt)
         self._ready = True
 
     def record(self, table: str, row: dict[str, Any]) -> None:
@@ -251,6 +269,15 @@ class RedshiftWarehouse:
             self.execute(sql, params)
 
     def query(self, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
+        try:
+            return self._query(sql, params)
+        except WarehouseError as exc:
+            if self._ready or not re.search(r"column .* does not exist", str(exc)):
+                raise
+            self.ensure_schema()  # a column added to the DDL since the table was created
+            return self._query(sql, params)
+
+    def _query(self, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
         parts = sql.split("?")
         text = parts[0] + "".join(f":p{i}{rest}" for i, rest in enumerate(parts[1:]))
         parameters = [{"name": f"p{i}", "value": _param(v)} for i, v in enumerate(params or [])]
