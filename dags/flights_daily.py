@@ -103,7 +103,9 @@ def flights_daily():
     def evaluate_realised_performance(interval: dict, **context) -> dict:
         return pipeline.evaluate_realised_performance(context, pipeline.as_interval(interval))
 
-    @task(inlets=[RETRAINING_REQUESTS], outlets=[RETRAINING_REQUESTS])  # reads its own events (a retried try)
+    # one at a time across runs (a backfill's runs, beside the scheduled one): it reads, then records, a request;
+    # it reads the asset's past events to find a request whose event never went out
+    @task(inlets=[RETRAINING_REQUESTS], outlets=[RETRAINING_REQUESTS], max_active_tis_per_dag=1)
     def request_retraining(interval: dict, **context) -> dict:
         return pipeline.request_retraining(context, pipeline.as_interval(interval), RETRAINING_REQUESTS)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 
 from include import pipeline
 from include.dag_defaults import default_args
@@ -37,7 +37,7 @@ DATE_PARAM = {"type": ["null", "string"], "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2
 @dag(
     dag_id="flights_training",
     # weekly, and whenever a daily run finds the champion past a retraining threshold (include.retraining)
-    schedule=AssetOrTimeSchedule(timetable=CronDataIntervalTimetable("@weekly", timezone="UTC"),
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("@weekly", timezone="UTC"),
                                  assets=[requests_asset()]),
     start_date=datetime(2013, 1, 1, tzinfo=timezone.utc),
     catchup=False,

@@ -100,14 +100,14 @@ def max_landing_file_bytes() -> int:
                     "the size in bytes above which a landing file is refused")
 
 
-def _float_env(name: str, default: float, meaning: str) -> float:
+def _float_env(name: str, default: float, meaning: str, maximum: float = 1.0) -> float:
     text = _env(name, str(default))
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not 0 <= value <= 1:  # also refuses nan and inf
-        raise ConfigError(f"{name}={text!r} is not a number between 0 and 1; set it to {meaning} "
+    if not 0 <= value <= maximum:  # also refuses nan and inf
+        raise ConfigError(f"{name}={text!r} is not a number between 0 and {maximum:g}; set it to {meaning} "
                           f"(default {default}), or unset it.")
     return value
 
@@ -139,7 +139,8 @@ def retraining_thresholds() -> RetrainingThresholds:
                             "holdout AUC that calls for retraining"),
         max_ece=_float_env("FLIGHTS_RETRAIN_MAX_ECE", 0.06, "the realised calibration error that calls for "
                            "retraining"),
-        max_psi=_float_env("FLIGHTS_RETRAIN_MAX_PSI", 0.2, "the PSI of a watched feature that calls for retraining"),
+        max_psi=_float_env("FLIGHTS_RETRAIN_MAX_PSI", 0.2, "the PSI of a watched feature that calls for retraining",
+                           maximum=100.0),  # PSI is unbounded: a season can move a feature by several units
         watched=watched,
         min_flights=_int_env("FLIGHTS_RETRAIN_MIN_FLIGHTS", 3000, 1, "the flights with an outcome the trailing "
                              "7 days need before their AUC and ECE are judged"),

@@ -41,6 +41,8 @@ def monitoring_data(warehouse) -> dict:
         "ORDER BY recorded_at")
     drift: dict[tuple, dict[str, float]] = defaultdict(dict)
     for version, start, end, feature, psi, _ in rows:  # the latest scoring of an interval wins
+        if psi is None:  # the interval had no rows to compare
+            continue
         start, end = _day(start), _day(end)
         label = str(start) if start == end else f"{start}..{end}"
         drift[(label, str(version))][feature] = float(psi)

@@ -217,7 +217,7 @@ def request_retraining(context: dict, interval: Interval, asset) -> dict:
         # earlier day's run that never succeeded): send it now, so the breach is acted on exactly once
         log.warning("Sending the retraining request that run %s recorded at %s: its event was never sent.",
                     earlier[0], earlier[1])
-        return _send_request(context, asset, champion, train_end, earlier[2])
+        return _send_request(context, asset, champion, train_end, earlier[2], earlier[0])
     if earlier is not None:
         raise AirflowSkipException(f"Still breaching ({why}), but retraining was already requested for v"
                                    f"{champion.version} by run {earlier[0]} at {earlier[1]}: one retraining per "
@@ -236,19 +236,22 @@ def request_retraining(context: dict, interval: Interval, asset) -> dict:
             {"metric": b.metric, "value": b.value, "threshold": b.threshold, "since": b.since.isoformat()}
             for b in found]}))
     log.warning("Retraining requested for %s v%s: %s", champion.name, champion.version, why)
-    return _send_request(context, asset, champion, train_end, why)
+    return _send_request(context, asset, champion, train_end, why, run_id)
 
 
-def _send_request(context: dict, asset, champion, train_end: str, why: str) -> dict:
-    """The asset event that starts flights_training: emitted when the task succeeds."""
+def _send_request(context: dict, asset, champion, train_end: str, why: str, recorded_by: str) -> dict:
+    """The asset event that starts flights_training (emitted when the task succeeds); ``recorded_by`` is the run
+    that recorded the request in ops.model_decisions, whichever run sends it."""
     context["outlet_events"][asset].extra = {"train_end": train_end, "reason": why, "model_name": champion.name,
-                                             "champion_version": champion.version}
+                                             "champion_version": champion.version, "request_run_id": recorded_by}
     return {"requested": True, "champion_version": champion.version, "train_end": train_end, "reason": why}
 
 
-def _event_sent(context: dict, asset, run_id: str) -> bool:
-    """Whether the run ``run_id`` emitted an event of ``asset`` (the task reads the asset's events as an inlet)."""
-    return any(getattr(e, "source_run_id", None) == run_id for e in context["inlet_events"][asset])
+def _event_sent(context: dict, asset, recorded_by: str) -> bool:
+    """Whether an event of ``asset`` went out for the request that run ``recorded_by`` recorded (the task reads
+    the asset's events as its inlet events)."""
+    return any((getattr(e, "extra", None) or {}).get("request_run_id") == recorded_by
+               or getattr(e, "source_run_id", None) == recorded_by for e in context["inlet_events"][asset])
 
 
 # --- flights_training ------------------------------------------------------------------------

@@ -81,7 +81,7 @@ def _drift(warehouse, model_name: str, version: str, last: date, watched: tuple[
         [model_name, str(version)])
     latest: dict[tuple[str, date], tuple] = {}
     for start, end, feature, psi, recorded_at in rows:
-        if feature not in watched:
+        if feature not in watched or psi is None:  # None: the interval had no rows to compare
             continue
         start, end = _day(start), _day(end)
         for i in range((end - start).days + 1):  # a range run's PSI stands for each of its days

@@ -66,13 +66,15 @@ def _run_id(day: date) -> str:
     return f"scheduled__{day}T00:00:00+00:00"
 
 
-def _context(day: date, try_number: int = 1, sent_by: tuple[str, ...] = ()) -> dict:
-    """The task's context; ``sent_by``: the runs whose events of the asset Airflow holds (its inlet events)."""
+def _context(day: date, try_number: int = 1, sent: tuple[tuple[str, str], ...] = ()) -> dict:
+    """The task's context; ``sent``: the asset's events Airflow holds (its inlet events), as (the run that sent
+    it, the run that recorded the request)."""
     run_id = _run_id(day)
+    events = [type("Event", (), {"source_run_id": by, "extra": {"request_run_id": recorded}})()
+              for by, recorded in sent]
     return {"ti": FakeTI("flights_daily", "request_retraining", run_id, try_number, "http://localhost/log",
                          xcoms={"resolve_interval": {"start": str(day), "end": str(day)}}),
-            "run_id": run_id, "params": {}, "outlet_events": Outlets(),
-            "inlet_events": {requests_asset(): [type("Event", (), {"source_run_id": r})() for r in sent_by]}}
+            "run_id": run_id, "params": {}, "outlet_events": Outlets(), "inlet_events": {requests_asset(): events}}
 
 
 def _record_day(champion, day: date, auc: float, ece: float = 0.02, psi: dict | None = None,
@@ -122,6 +124,7 @@ def test_a_breach_requests_one_retraining_with_its_cause_and_later_days_request_
     assert out["requested"] and out["train_end"] == str(day6)
     extra = context["outlet_events"][requests_asset()].extra
     assert extra["train_end"] == str(day6) and extra["champion_version"] == champion.version
+    assert extra["request_run_id"] == context["run_id"]
     assert f"since {day5}" in extra["reason"] and f"PSI of distance on {day6} is 0.310" in extra["reason"]
     assert "month" not in extra["reason"] and "pressure" not in extra["reason"]
     (action, version, run_id, why, cause), = _decisions()
@@ -144,9 +147,10 @@ def test_a_breach_requests_one_retraining_with_its_cause_and_later_days_request_
     # the recorded request, training up to this run's day
     assert next_day["outlet_events"][requests_asset()].extra == {**extra, "train_end": str(day6 + timedelta(days=1))}
 
-    # the run cleared after its event went out, and the days after, still breaching: nothing more is requested
-    sent = (_run_id(day6),)
+    # once one of them went out (here the next day's, for day 6's request), nothing more is requested: not by
+    # day 6's run cleared, nor by the days after, still breaching
     day7 = day6 + timedelta(days=1)
+    sent = ((_run_id(day7), _run_id(day6)),)
     for ctx, day in ((_context(day6, 3, sent), day6), (_context(day7, 2, sent), day7)):
         with pytest.raises(AirflowSkipException, match=f"already requested for v{champion.version} by run "
                                                        f"scheduled__{day6}"):
@@ -187,12 +191,16 @@ def test_thresholds_are_settings_and_a_bad_one_is_refused_naming_it(champion, mo
     assert set(t.watched) == set(FEATURES) - set(DAY_LEVEL_FEATURES) | {"delay_probability"}
     assert "pressure" not in t.watched and "carrier_delay_rate_28d" in t.watched
     for name, bad in (("FLIGHTS_RETRAIN_AUC_DROP", "a lot"), ("FLIGHTS_RETRAIN_MAX_ECE", "1.5"),
-                      ("FLIGHTS_RETRAIN_MAX_PSI", "nan"), ("FLIGHTS_RETRAIN_MIN_FLIGHTS", "0"),
+                      ("FLIGHTS_RETRAIN_MAX_PSI", "nan"), ("FLIGHTS_RETRAIN_MAX_PSI", "-0.1"),
+                      ("FLIGHTS_RETRAIN_MIN_FLIGHTS", "0"),
                       ("FLIGHTS_RETRAIN_PSI_FEATURES", "distance,colour")):
         with monkeypatch.context() as mp:
             mp.setenv(name, bad)
             with pytest.raises(ConfigError, match=name):
                 retraining_thresholds()
+    monkeypatch.setenv("FLIGHTS_RETRAIN_MAX_PSI", "3")  # PSI is unbounded: a looser line above 1 is allowed
+    assert retraining_thresholds().max_psi == 3.0
+    monkeypatch.delenv("FLIGHTS_RETRAIN_MAX_PSI")
     # watching the calendar makes the season a breach; a higher ECE threshold is honoured
     monkeypatch.setenv("FLIGHTS_RETRAIN_PSI_FEATURES", "month")
     monkeypatch.setenv("FLIGHTS_RETRAIN_MAX_ECE", "0.1")
