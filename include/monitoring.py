@@ -41,10 +41,11 @@ def _scored_outcomes(warehouse, start: date, end: date) -> list[tuple]:
         "JOIN analytics.flight_outcomes o ON o.flight_id = p.flight_id "
         f"WHERE p.flight_date BETWEEN DATE '{start.isoformat()}' AND DATE '{end.isoformat()}' "
         "AND o.is_delayed IS NOT NULL")
-    return [(_as_date(r[0]), str(r[1]), str(r[2]), float(r[3]), int(r[4])) for r in rows]
+    return [(as_date(r[0]), str(r[1]), str(r[2]), float(r[3]), int(r[4])) for r in rows]
 
 
-def _as_date(value) -> date:
+def as_date(value) -> date:
+    """A warehouse's DATE as a date, whatever type its driver returns (date, datetime or ISO text)."""
     if isinstance(value, date):
         return value if type(value) is date else value.date()
     return date.fromisoformat(str(value)[:10])

@@ -15,16 +15,10 @@ are measured, but not judged.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import date
 from pathlib import Path
 
 from include.config import RetrainingThresholds
-
-
-def _day(value) -> date:
-    if isinstance(value, date):
-        return value if type(value) is date else value.date()
-    return date.fromisoformat(str(value)[:10])
+from include.monitoring import as_date
 
 
 def monitoring_data(warehouse) -> dict:
@@ -34,7 +28,7 @@ def monitoring_data(warehouse) -> dict:
         "WHERE scope = 'trailing_7d' ORDER BY model_version, period_end")
     performance: dict[str, list] = defaultdict(list)
     for version, end, flights, auc, ece in rows:
-        performance[str(version)].append((_day(end), int(flights), None if auc is None else float(auc),
+        performance[str(version)].append((as_date(end), int(flights), None if auc is None else float(auc),
                                           None if ece is None else float(ece)))
     _, rows = warehouse.query(
         "SELECT model_version, interval_start, interval_end, feature, psi, recorded_at FROM ops.feature_drift "
@@ -43,7 +37,7 @@ def monitoring_data(warehouse) -> dict:
     for version, start, end, feature, psi, _ in rows:  # the latest scoring of an interval wins
         if psi is None:  # the interval had no rows to compare
             continue
-        start, end = _day(start), _day(end)
+        start, end = as_date(start), as_date(end)
         label = str(start) if start == end else f"{start}..{end}"
         drift[(label, str(version))][feature] = float(psi)
     return {"performance": dict(performance), "drift": dict(drift)}

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from include.config import RetrainingThresholds
+from include.monitoring import as_date
 
 REQUESTED = "retraining_requested"  # ops.model_decisions.action of a request
 ASSET_NAME = "flights_retraining_requests"  # the asset flights_daily updates and flights_training is scheduled on
@@ -43,12 +44,6 @@ class Breach:
 
     def text(self) -> str:
         return f"{self.detail} since {self.since}"
-
-
-def _day(value) -> date:
-    if isinstance(value, date):
-        return value if type(value) is date else value.date()
-    return date.fromisoformat(str(value)[:10])
 
 
 def _since(rows: list[tuple[date, float | None]], breached, last: date) -> date | None:
@@ -69,7 +64,7 @@ def _performance(warehouse, model_name: str, version: str, last: date, min_fligh
         "SELECT period_end, flights, auc, ece FROM ops.model_performance_latest "
         "WHERE model_name = ? AND model_version = ? AND scope = 'trailing_7d' "
         f"AND period_end <= DATE '{last.isoformat()}' AND flights >= ?", [model_name, str(version), min_flights])
-    return [(_day(r[0]), int(r[1]), None if r[2] is None else float(r[2]), None if r[3] is None else float(r[3]))
+    return [(as_date(r[0]), int(r[1]), None if r[2] is None else float(r[2]), None if r[3] is None else float(r[3]))
             for r in rows]
 
 
@@ -83,7 +78,7 @@ def _drift(warehouse, model_name: str, version: str, last: date, watched: tuple[
     for start, end, feature, psi, recorded_at in rows:
         if feature not in watched or psi is None:  # None: the interval had no rows to compare
             continue
-        start, end = _day(start), _day(end)
+        start, end = as_date(start), as_date(end)
         for i in range((end - start).days + 1):  # a range run's PSI stands for each of its days
             key = (feature, start + timedelta(days=i))
             if key not in latest or str(recorded_at) > str(latest[key][1]):
