@@ -8,7 +8,9 @@ use only pre-departure facts about the flight and outcomes of days strictly befo
 Those days must be in silver and current before gold is computed (``spark_jobs.history``):
 a day whose history is missing, blocked or stale fails, naming the days, and is retried
 while an earlier run builds them. ``silver.flight_days`` and ``gold.feature_days`` record
-what each day was built from.
+what each day was built from. After the commit, the later days whose features read this
+interval's silver and no longer match it are listed in the gate's summary (``stale_dependants``):
+``flights_daily`` records them and triggers their recomputation.
 
 With ``--check gold/flight_features=gold.flight_features --result URI`` the job then runs the
 gold gate on what it committed, in the same session (``spark_jobs.quality_gate.run_gate``).
@@ -26,7 +28,7 @@ from pyspark.sql import functions as F
 
 from include.features import DELAY_THRESHOLD_MINUTES, FEATURES, HISTORY_DAYS, HISTORY_START, KEY_COLUMNS, LABEL
 from include.lake import PARTITION_COLUMN, export_uri, table_uri
-from spark_jobs.history import record_gold_days, record_silver_days, require_history
+from spark_jobs.history import day_ranges, record_gold_days, record_silver_days, require_history, stale_dependants
 from spark_jobs.quality_gate import add_gate_args, kept_rows, require_gate_args, run_gate
 from spark_jobs.session import delta_exists, get_spark, interval_args, replace_partitions, run_job, with_commit_retry
 
@@ -276,7 +278,11 @@ def main(argv: list[str] | None = None) -> None:
     spark = get_spark(f"gold_flight_features_{a.start}_{a.end}")
     counts = run(spark, a.lake, a.start, a.end, a.run_id)
     print(f"rows for {a.start}..{a.end}: {counts}")
-    run_gate(spark, a)  # the gold gate on what was just committed, in this session
+    # later days built from this interval's earlier silver: the task after the gate has them recomputed
+    stale = stale_dependants(spark, a.lake, a.end)
+    if stale:
+        print(f"{len(stale)} later day(s) read this interval's silver and are now stale: {day_ranges(list(stale))}")
+    run_gate(spark, a, extra={"stale_dependants": {str(d): why for d, why in sorted(stale.items())}})
 
 
 if __name__ == "__main__":

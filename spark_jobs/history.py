@@ -11,7 +11,10 @@ Delta tables record what was built from what:
 
 ``build_features`` refuses to compute a day whose history is missing, blocked or stale
 (``HistoryNotReadyError``: retried, then failing with the days named); ``gold_training_set`` refuses a
-window whose gold is missing or was built from history that has changed since (``stale_gold``).
+window whose gold is missing or was built from history that has changed since (``stale_gold``). After
+``build_features`` commits, the later days whose features read the interval's silver and no longer match
+it (a replayed file, released quarantine rows, a late delivery) are its ``stale_dependants``: the gold gate's
+summary carries them, and ``flights_daily`` records them and triggers a run that recomputes them.
 The data set's first days are the exception: days before ``HISTORY_START`` do not exist, so a day
 near the start has fewer days of history, and its rows say how many.
 """
@@ -169,5 +172,20 @@ def stale_gold(spark: SparkSession, lake: str, start: date, end: date) -> dict[d
         elif now is None:
             out[day] = "a day of its history is not in silver"
         elif built[day] != now:
-            out[day] = "stale: its silver or a day of its history changed after its features were built"
+            out[day] = (f"stale: its silver or a day of its history changed after its features were built "
+                        f"(feature build {built[day]}, now {now})")
     return out
+
+
+def stale_dependants(spark: SparkSession, lake: str, end: date) -> dict[date, str]:
+    """The days after an interval ending on ``end`` whose features read its silver and no longer match it.
+
+    Only days whose gold was built count (a day not built yet will be built from the current silver); a
+    day whose silver and history are what its features were built from is not stale, so a rerun that
+    changes nothing recomputes nothing.
+    """
+    last = end + timedelta(days=HISTORY_DAYS)
+    built = {r[PARTITION_COLUMN] for r in _rows(spark, lake, GOLD_DAYS, end + timedelta(days=1), last)}
+    if not built:
+        return {}
+    return {d: why for d, why in stale_gold(spark, lake, min(built), max(built)).items() if d in built}

@@ -236,8 +236,10 @@ def require_gate_args(a: argparse.Namespace) -> None:
             raise JobInputError(f"--check {item!r}: expected SUITE=TABLE, e.g. bronze/flights=bronze.flights")
 
 
-def run_gate(spark: SparkSession, a: argparse.Namespace) -> dict | None:
+def run_gate(spark: SparkSession, a: argparse.Namespace, extra: dict | None = None) -> dict | None:
     """Validate ``--check`` suites over the job's interval and write the summary to ``--result``.
+
+    ``extra`` adds what the job found for the task after it (``build_features``: its stale dependants).
 
     The jobs that write gated tables (``bronze_landing``, ``gold_flight_features``) call it after their
     commits, in their own Spark session: the gate costs its validations, not a job start. Validating is
@@ -246,7 +248,7 @@ def run_gate(spark: SparkSession, a: argparse.Namespace) -> dict | None:
     require_gate_args(a)
     if not a.check:
         return None
-    result = run_checks(spark, a.lake, a.check, a.start, a.end, a.run_id, a.max_quarantine_share)
+    result = {**run_checks(spark, a.lake, a.check, a.start, a.end, a.run_id, a.max_quarantine_share), **(extra or {})}
     write_json(spark, a.result, result)
     return result
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import shutil
 import time
 from datetime import date, timedelta
@@ -23,6 +24,8 @@ from include.source.landing import land
 from spark_jobs.history import day_ranges, feature_build, history_days_available, history_window
 
 D1, D2, D3 = date(2013, 1, 1), date(2013, 1, 2), date(2013, 1, 3)
+STALE = re.compile(r"stale: its silver or a day of its history changed after its features were built "
+                   r"\(feature build [0-9a-f]{16}, now [0-9a-f]{16}\)")
 
 
 # --- the rules, without Spark ----------------------------------------------------------------
@@ -117,7 +120,7 @@ def test_a_day_built_before_its_history_is_refused_then_equals_the_in_order_resu
 
 
 def test_a_changed_day_makes_its_dependants_stale_until_rebuilt(spark, lake):
-    from spark_jobs.history import HistoryNotReadyError, stale_gold
+    from spark_jobs.history import HistoryNotReadyError, stale_dependants, stale_gold
     from spark_jobs.session import JobInputError
 
     landing = lake / "landing"
@@ -130,19 +133,25 @@ def test_a_changed_day_makes_its_dependants_stale_until_rebuilt(spark, lake):
         _build(spark, lake, D3)
 
     _build(spark, lake, D2)  # day 2's silver now holds the correction: day 3's features were built from the old one
-    assert stale_gold(spark, str(lake / "lake"), D1, D3) == {
-        D3: "stale: its silver or a day of its history changed after its features were built"}
+    stale = stale_gold(spark, str(lake / "lake"), D1, D3)
+    assert list(stale) == [D3] and STALE.fullmatch(stale[D3]), stale
+    # the corrected day's dependants, and only they: day 3 (day 2 itself was just rebuilt; day 4 was never built)
+    assert stale_dependants(spark, str(lake / "lake"), D2) == stale
+    assert stale_dependants(spark, str(lake / "lake"), D1) == stale  # day 2 is day 1's dependant too, but current
     with pytest.raises(JobInputError, match=r"1 day\(s\) whose gold features are missing or stale \(2013-01-03\)"):
         importlib.import_module("spark_jobs.gold_training_set").main([
             "--lake", str(lake / "lake"), "--start", str(D1), "--end", str(D3), "--validation-days", "1",
             "--holdout-days", "1", "--output", str(lake / "training"), "--run-id", "t"])
     assert not (lake / "training").exists()
     assert stale_gold(spark, str(lake / "lake"), D1, date(2013, 1, 4)) == {
-        D3: "stale: its silver or a day of its history changed after its features were built",
-        date(2013, 1, 4): "no gold features built"}
+        **stale, date(2013, 1, 4): "no gold features built"}
 
     _build(spark, lake, D3)
     assert stale_gold(spark, str(lake / "lake"), D1, D3) == {}
+    assert stale_dependants(spark, str(lake / "lake"), D2) == {}
+    _build(spark, lake, D2)  # the same silver again: nothing after it becomes stale, so nothing is recomputed
+    assert stale_dependants(spark, str(lake / "lake"), D2) == {}
+    assert stale_dependants(spark, str(lake / "lake"), D3) == {}  # nothing built after the last day
 
     now = time.time()  # day 1's landing file is delivered again, after its silver was built
     os.utime(landing_file(str(landing), "flights", D1), (now, now))
