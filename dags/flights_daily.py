@@ -14,16 +14,20 @@ Each day's New York flights, from the landing zone to the warehouse:
 4. **build_features** – Spark: bronze → `silver.*` (typed, deduplicated, MERGE) → `gold.flight_features`,
    then the gold gate's suite in the same session;
 5. **enforce_gold_gate** – the gate on gold;
-6. **find_champion** → **score_flights** → **enforce_predictions_gate** – the registry's `champion` scores
+6. **find_stale_dependants** → **recompute_stale_days** – later days whose features were built from this
+   interval's earlier silver (a replayed or corrected file, released quarantine rows, a late delivery) are
+   recorded in `ops.recomputations` with why, and one range run of this DAG over them is triggered; both
+   are skipped when nothing is stale;
+7. **find_champion** → **score_flights** → **enforce_predictions_gate** – the registry's `champion` scores
    gold into `predictions.flight_delay_risk`, behind the predictions gate (skipped, with a log line, until
    a champion exists); the drift of every feature and of the score from the champion's training data
    goes to `ops.feature_drift`;
-7. **load_flight_outcomes**, **load_flight_delay_predictions** – each replaces the interval in its
+8. **load_flight_outcomes**, **load_flight_delay_predictions** – each replaces the interval in its
    `analytics` table;
-8. **evaluate_realised_performance** – the loaded predictions against the loaded outcomes, per model
+9. **evaluate_realised_performance** – the loaded predictions against the loaded outcomes, per model
    version: AUC, log loss, Brier score, ECE and calibration by decile, per day and over the trailing
    7 days, into `ops.model_performance` (skipped with the scoring);
-9. **request_retraining** – the champion against the `FLIGHTS_RETRAIN_*` thresholds (realised AUC drop,
+10. **request_retraining** – the champion against the `FLIGHTS_RETRAIN_*` thresholds (realised AUC drop,
    calibration error, PSI of the watched features and of the score): the first breach of a champion is
    recorded in `ops.model_decisions`, alerted, and starts `flights_training` through the
    `flights_retraining_requests` asset; otherwise skipped, with the reason in its log.
@@ -42,6 +46,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, task
 
 from include import pipeline
@@ -109,7 +114,23 @@ def flights_daily():
     def request_retraining(interval: dict, **context) -> dict:
         return pipeline.request_retraining(context, pipeline.as_interval(interval), RETRAINING_REQUESTS)
 
+    # corrections flow downstream: later days built from this interval's earlier silver are recorded, then
+    # recomputed by one range run (include.recompute); both are skipped when none is stale
+    @task
+    def find_stale_dependants(interval: dict, gate: str, **context) -> dict:
+        return pipeline.find_stale_dependants(context, pipeline.as_interval(interval), gate)
+
+    stale = "ti.xcom_pull(task_ids='find_stale_dependants')"
+    recompute = TriggerDagRunOperator(
+        task_id="recompute_stale_days", trigger_dag_id="flights_daily", logical_date=None,
+        trigger_run_id="{{ %s['run_id'] }}" % stale,
+        conf={"start_date": "{{ %s['conf']['start_date'] }}" % stale,
+              "end_date": "{{ %s['conf']['end_date'] }}" % stale},
+        skip_when_already_exists=True,  # a retried trigger finds the run it started
+    )
+
     landed >> bronze >> bronze_ok >> features >> gold_ok >> scoring
+    gold_ok >> find_stale_dependants(interval, features) >> recompute
     evaluated = evaluate_realised_performance(interval)
     steps.load_warehouse("load_warehouse", interval, scoring) >> evaluated >> request_retraining(interval)
 

@@ -117,6 +117,39 @@ def enforce_gate(context: dict, interval: Interval, uri: str) -> dict:
 
 
 @fails_fast
+def find_stale_dependants(context: dict, interval: Interval, uri: str) -> dict:
+    """The later days built from this interval's earlier silver (``include.recompute``): recorded, then recomputed.
+
+    ``uri`` is the gold gate's summary, in which ``build_features`` listed them. Each is recorded in
+    ``ops.recomputations`` with why and the run that recomputes them; ``recompute_stale_days`` then triggers that
+    run. When none is stale the task is skipped, and so is the trigger.
+    """
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from include.recompute import TABLE, plan, recorded
+
+    if not uri:  # build_features was marked done by hand: it computed nothing, so nothing became stale
+        raise AirflowSkipException(f"build_features returned no gate summary for {interval} (marked done without "
+                                   "running?): no stale later day to look for.")
+    target = get_target()
+    found = plan(target.lake.read_json(uri).get("stale_dependants"), context["run_id"])
+    if found is None:
+        raise AirflowSkipException(f"No day built from the silver of {interval} has changed since: nothing to "
+                                   "recompute.")
+    done = recorded(target.warehouse, found.run_id)  # this task's earlier try recorded some
+    for day, why in sorted(found.days.items()):
+        if day not in done:
+            target.warehouse.record(TABLE, {
+                "flight_date": day, "reason": why, "cause_dag_id": context["ti"].dag_id,
+                "cause_run_id": context["run_id"], "cause_start": interval.start, "cause_end": interval.end,
+                "recompute_run_id": found.run_id})
+    log.warning("%d later day(s) were built from the earlier silver of %s and are stale; run %s recomputes "
+                "%s..%s: %s", len(found.days), interval, found.run_id, found.start, found.end,
+                "; ".join(f"{d}: {why}" for d, why in sorted(found.days.items())))
+    return found.xcom()
+
+
+@fails_fast
 def find_champion(interval: Interval) -> dict:
     """The champion a cloud scoring job loads, with its bundle published to the lake's storage.
 

@@ -3,8 +3,9 @@
 ``analytics.flight_delay_predictions`` holds one row per flight and scoring interval's
 model, ``analytics.flight_outcomes`` the actual outcomes once known, and the view
 ``analytics.prediction_outcomes`` joins them. ``ops`` records pipeline health: DAG and
-task runs, quality gates, model decisions and alerts. Loads replace exactly an interval inside
-one transaction, so reruns never duplicate a row and readers never see half a day.
+task runs, quality gates, model decisions, alerts, realised performance, drift and
+recomputations. Loads replace exactly an interval inside one transaction, so reruns never
+duplicate a row and readers never see half a day.
 """
 
 from __future__ import annotations
@@ -94,6 +95,12 @@ DDL = [
         feature VARCHAR(64), psi DOUBLE PRECISION, level VARCHAR(16), flights BIGINT, reference_rows BIGINT,
         run_id VARCHAR(250),
         recorded_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)""",
+    # Days whose features were built from silver that changed later, and the flights_daily run that
+    # recomputes them (include.recompute): one row per stale day and cause.
+    """CREATE TABLE IF NOT EXISTS ops.recomputations (
+        flight_date DATE, reason TEXT, cause_dag_id VARCHAR(250), cause_run_id VARCHAR(250),
+        cause_start DATE, cause_end DATE, recompute_run_id VARCHAR(250),
+        recorded_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)""",
     """CREATE OR REPLACE VIEW ops.model_performance_latest AS
         SELECT model_name, model_version, scope, period_start, period_end, flights, delayed,
                auc, log_loss, brier, ece, calibration, run_id, recorded_at
@@ -105,7 +112,7 @@ DDL = [
 ]
 
 OPS_TABLES = ("ops.dag_runs", "ops.task_runs", "ops.quality_gates", "ops.model_decisions", "ops.alerts",
-              "ops.model_performance", "ops.feature_drift")
+              "ops.model_performance", "ops.feature_drift", "ops.recomputations")
 
 
 def make_warehouse(cfg: Settings, lake=None):

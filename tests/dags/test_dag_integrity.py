@@ -1,5 +1,6 @@
 """Every DAG imports cleanly, quickly, without heavy modules, with owner, retries and approved tags."""
 
+import copy
 import json
 import os
 import subprocess
@@ -118,7 +119,7 @@ def test_daily_dag_structure(dagbag):
              "build_features", "enforce_gold_gate", "find_champion", "score_flights",
              "enforce_predictions_gate", "load_flight_delay_predictions", "evaluate_realised_performance",
              "request_retraining"]
-    assert set(dag.task_ids) == set(order) | {"load_flight_outcomes"}
+    assert set(dag.task_ids) == set(order) | {"load_flight_outcomes", "find_stale_dependants", "recompute_stale_days"}
     for upstream, downstream in zip(order, order[1:]):
         assert upstream in dag.get_task(downstream).upstream_task_ids, f"{upstream} -> {downstream}"
     # outcomes load even when scoring is skipped (no champion yet); predictions only after a passed gate
@@ -136,6 +137,32 @@ def test_daily_dag_structure(dagbag):
     assert request.max_active_tis_per_dag == 1  # runs of several days never both find no request and send two
     assert dag.catchup
     assert set(dag.params.keys()) >= {"start_date", "end_date"}
+
+
+def test_stale_later_days_are_recomputed_by_a_range_run_of_the_same_dag(dagbag):
+    from include.recompute import plan
+
+    dag = dagbag.dags["flights_daily"]
+    find, trigger = dag.get_task("find_stale_dependants"), dag.get_task("recompute_stale_days")
+    assert {"build_features", "enforce_gold_gate"} <= find.upstream_task_ids  # only after the gold gate passed
+    assert trigger.upstream_task_ids == {"find_stale_dependants"} and trigger.trigger_rule == "all_success"
+    assert trigger.trigger_dag_id == "flights_daily" and trigger.logical_date is None
+    # a retried trigger finds the run it started; it never waits (one active scheduled run: it would deadlock)
+    assert trigger.skip_when_already_exists and not trigger.wait_for_completion
+
+    found = plan({"2013-03-23": "stale: b", "2013-03-21": "stale: a"}, "manual__2013-03-20").xcom()
+
+    class TI:
+        def xcom_pull(self, task_ids):
+            assert task_ids == "find_stale_dependants"
+            return found
+
+    conf = trigger.render_template(trigger.conf, {"ti": TI()})
+    assert conf == {"start_date": "2013-03-21", "end_date": "2013-03-23"}
+    assert trigger.render_template(trigger.trigger_run_id, {"ti": TI()}) == found["run_id"]
+    params = copy.deepcopy(dag.params)
+    params.update(conf)  # the triggered run's conf passes the DAG's own params
+    assert params.validate()["start_date"] == "2013-03-21" and params.validate()["end_date"] == "2013-03-23"
 
 
 def test_training_dag_structure(dagbag):

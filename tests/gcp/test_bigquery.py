@@ -276,7 +276,7 @@ def test_ensure_schema_twice_creates_partitioned_tables_and_the_view(warehouse, 
                                          "analytics_prediction_outcomes", "ops_dag_runs", "ops_task_runs",
                                          "ops_quality_gates", "ops_model_decisions", "ops_alerts",
                                          "ops_model_performance", "ops_model_performance_latest",
-                                         "ops_feature_drift"])
+                                         "ops_feature_drift", "ops_recomputations"])
     table = warehouse.client.get_table(warehouse.table_id(PREDICTIONS))
     assert (table.time_partitioning.type_, table.time_partitioning.field) == ("DAY", "flight_date")
     assert table.clustering_fields == ["carrier", "flight_id"]

@@ -120,6 +120,7 @@ DESCRIPTIONS = {
     "ops.task_runs": "One row per finished task try.",
     "ops.quality_gates": "Great Expectations gate results per suite and interval.",
     "ops.model_decisions": "Champion/challenger decisions and their metrics.",
+    "ops.recomputations": "Days whose features were recomputed after their history changed, and why.",
 }
 STAGING_PREFIX = "_stage_"
 STAGING_TTL = timedelta(days=1)
