@@ -38,6 +38,7 @@ import pytest
 from include.intervals import Interval
 from include.jobs import DEFAULT_RELEASE_REASON, JOBS, RunRef, job_args
 from include.lake import export_uri
+from include.recompute import RUN_ID_PREFIX
 from include.source.landing import land
 from tests.e2e.airflow_stack import AirflowStack
 from tests.e2e.snapshots import lake_snapshot, warehouse_snapshot
@@ -248,3 +249,9 @@ def test_rerunning_the_days_three_ways_changes_nothing(daily, concurrent):
     concurrent.wait_for_runs(TIMEOUT)
     assert set(concurrent.run_states().values()) == {"success"}
     assert _state(concurrent.home) == reference, "after clearing the last day from build_features on"
+
+    # no silver changed, so no later day was found stale and no recomputing run was triggered, in any of the runs
+    assert concurrent.sql("SELECT run_id FROM dag_run WHERE substr(run_id, 1, ?) = ?",
+                          (len(RUN_ID_PREFIX), RUN_ID_PREFIX)) == []
+    found = concurrent.sql("SELECT run_id, state FROM task_instance WHERE task_id = 'find_stale_dependants'")
+    assert len(found) >= DAYS + 1 and {state for _, state in found} == {"skipped"}, found

@@ -1,6 +1,6 @@
 """The real DAGs, run with ``dag.test()`` on the local target, then checked in the lake,
 the registry and the warehouse: three days, a training run, one scored day, a rerun of its
-scoring, a missing file, a malformed file and the weekly maintenance."""
+scoring, a missing file, a malformed file, the weekly maintenance and a corrected day."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import csv
 import json
 import subprocess
 import sys
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -180,8 +180,6 @@ def test_the_scored_days_drift_requests_one_retraining_through_the_asset(loop, a
 
 
 def test_the_champions_realised_performance_is_recorded_for_the_scored_day(loop):
-    from datetime import timedelta
-
     from include.training.metrics import evaluate
 
     labelled = _wh("SELECT delay_probability, actual_is_delayed FROM analytics.prediction_outcomes "
@@ -296,3 +294,55 @@ def test_weekly_maintenance_vacuums_without_losing_a_row_or_the_week_of_history(
     assert {t: _content_hash(_lake(t)) for t in tables} == before
     first = DeltaTable(table_uri(str(settings().lake_root), "silver.flights"), version=0).to_pandas()
     assert len(first) > 0  # the first version, written minutes ago, is still readable
+
+
+def test_a_corrected_day_records_the_later_day_built_from_it_and_triggers_its_recomputation(loop, airflow_db):
+    """Day 3's file is corrected after day 4 was built and scored from it: one flight arrived late after all.
+
+    The replay of day 3 finds day 4 stale (the feature build it has is no longer the one silver gives), records
+    it in ``ops.recomputations`` and triggers one range run over it, which Airflow holds queued behind the
+    active run. What that run then does is an ordinary range run (``tests/e2e/test_backfill.py``); that a
+    rebuilt day is current again, and that an unchanged rerun finds nothing, is in
+    ``tests/spark_jobs/test_history.py``. Last in the module: it changes day 3.
+    """
+    import sqlite3
+
+    from deltalake import DeltaTable
+
+    from include.recompute import RUN_ID_PREFIX
+
+    corrected_day, dependant = SCORED_DAY - timedelta(days=1), SCORED_DAY
+    path = Path(landing_file(str(settings().landing_root), "flights", corrected_day))
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header, rows = reader.fieldnames, list(reader)
+    late = next(r for r in rows if r["arr_delay"] not in ("", "NA") and -20 <= float(r["arr_delay"]) <= 5)
+    late["arr_delay"] = "95"  # on time → delayed: the day's delay rates change
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    built = DeltaTable(table_uri(str(settings().lake_root), "gold.feature_days")).to_pandas()
+    build = {str(d): b for d, b in zip(built["flight_date"], built["feature_build"])}
+
+    # the replay of day 3: its jobs, gates and the recompute step (its scoring and loads are not the point here)
+    replay = _run("flights_daily", corrected_day, mark_success_pattern=(
+        r"(?!(resolve_interval|check_landing_files|ingest_bronze|enforce_bronze_gate|build_features|"
+        r"enforce_gold_gate|find_stale_dependants|recompute_stale_days)$).*"))
+    states = _states(replay)
+    assert str(replay.state) == "success" and states["recompute_stale_days"] == "success", states
+
+    (recorded,) = _wh("SELECT flight_date, reason, cause_run_id, recompute_run_id FROM ops.recomputations")
+    day, reason, cause, recompute_id = recorded  # day 4 only: day 5 was refused at its gate, day 6 never landed
+    assert str(day) == str(dependant) and cause == replay.run_id and recompute_id.startswith(RUN_ID_PREFIX)
+    # the reason names the feature build day 4 was made from, and the one silver gives since the correction
+    assert reason.startswith("stale: its silver or a day of its history changed after its features were built "
+                             f"(feature build {build[str(dependant)]}, now ")
+    assert build[str(dependant)] not in reason.split("now ")[1]
+    with sqlite3.connect(airflow_db / "airflow.db") as con:
+        triggered = con.execute("SELECT run_id, state, conf, logical_date FROM dag_run WHERE dag_id = 'flights_daily' "
+                                f"AND run_id LIKE '{RUN_ID_PREFIX}%'").fetchall()
+    (run_id, state, conf, logical_date), = triggered
+    conf = json.loads(conf) if isinstance(conf, (str, bytes)) else conf
+    assert (run_id, state, logical_date) == (recompute_id, "queued", None)
+    assert conf == {"start_date": str(dependant), "end_date": str(dependant)}  # a range run of exactly day 4
