@@ -58,7 +58,8 @@ def dags_and_plan(request):
 
 
 def _is_python_task(task) -> bool:
-    return type(task).__name__ == "_PythonDecoratedOperator"
+    """Runs in Airflow itself, launching nothing on the cloud: a Python task, or the trigger of a recomputing run."""
+    return type(task).__name__ in ("_PythonDecoratedOperator", "TriggerDagRunOperator")
 
 
 def test_every_cloud_step_of_both_dags_is_planned_in_dag_order(dags_and_plan):
