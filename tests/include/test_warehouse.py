@@ -65,6 +65,23 @@ def test_rows_outside_the_interval_in_the_export_are_not_loaded(warehouse, tmp_p
     assert [r[0] for r in _rows(warehouse)] == [D2]
 
 
+def test_values_arrive_as_exported_empty_strings_quotes_and_all(warehouse, tmp_path):
+    """The bulk path writes no value of its own: each reads back as the Parquet export holds it (an empty
+    string stays one, where a CSV writer that leaves it unquoted makes it a NULL, refused here)."""
+    path = _export(tmp_path / "v", [D1])
+    rows = pq.read_table(path / "part-0.parquet").to_pylist()
+    awkward = ["", 'a "quoted", comma\nand a line break', "\\N"]  # "\N": COPY's text-format NULL, as text
+    for row, value in zip(rows, awkward):
+        row["model_name"] = value
+    rows[2]["delay_probability"] = 0.1 + 0.2  # a float that needs 17 digits to come back equal
+    pq.write_table(pa.Table.from_pylist(rows), path / "part-0.parquet")
+    assert warehouse.load_interval(TABLE, path, D1, D1) == 3
+    got = warehouse.query(f"SELECT flight_id, model_name, delay_probability, sched_dep_ts FROM {TABLE}")[1]
+    assert sorted(got, key=lambda r: r[0]) == sorted(
+        [(r["flight_id"], r["model_name"], r["delay_probability"], r["sched_dep_ts"]) for r in rows[:3]],
+        key=lambda r: r[0])
+
+
 def _primary_key_violation(warehouse) -> type[Exception]:
     """The error class each database raises when an INSERT repeats a primary key."""
     from include.warehouse.duckdb import DuckDBWarehouse
