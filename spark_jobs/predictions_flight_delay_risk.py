@@ -19,7 +19,7 @@ from pyspark.sql import types as T
 from include.features import FEATURES
 from include.lake import PARTITION_COLUMN, export_uri, table_uri
 from include.training.bundle import MODEL_FILE, SPEC_FILE
-from spark_jobs.quality_gate import run_checks
+from spark_jobs.quality_gate import gate_engine, run_checks
 from spark_jobs.session import get_spark, interval_args, read_text, replace_partitions, run_job, write_json
 
 PREDICTION_COLUMNS = ["flight_id", PARTITION_COLUMN, "carrier", "flight", "origin", "dest", "sched_dep_ts"]
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model-version", required=True)
     p.add_argument("--result", required=True, help="where to write the predictions gate's JSON summary")
     a = p.parse_args(argv)
+    gate_engine(0)  # a bad gate setting is refused before anything is scored or written
     spark = get_spark(f"predictions_{a.start}_{a.end}")
     model_bytes = spark.sparkContext.binaryFiles(f"{a.model_dir.rstrip('/')}/{MODEL_FILE}").collect()[0][1]
     spec = json.loads(read_text(spark, f"{a.model_dir.rstrip('/')}/{SPEC_FILE}"))

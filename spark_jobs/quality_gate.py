@@ -280,7 +280,10 @@ def add_gate_args(p: argparse.ArgumentParser, required: bool = False) -> None:
 
 
 def require_gate_args(a: argparse.Namespace) -> None:
-    """Refuse, before Spark starts, a gate asked for without the URI its summary goes to (or the reverse)."""
+    """Refuse, before Spark starts, a gate asked for without the URI its summary goes to (or the reverse), or
+    with a bad engine setting (``gate_engine``): a job never writes its tables and then cannot gate them."""
+    if a.check:
+        gate_engine(0)
     if bool(a.check) != bool(a.result):
         raise JobInputError("--check and --result go together: the suites to validate and the URI their summary "
                             f"is written to (got --check {a.check or 'none'}, --result {a.result or 'none'})")

@@ -49,6 +49,23 @@ def test_a_bad_engine_setting_is_refused_naming_it(env, named):
     assert named in str(exc.value)
 
 
+def test_a_job_with_a_gate_refuses_a_bad_engine_setting_before_it_writes(monkeypatch, tmp_path):
+    import argparse
+
+    from spark_jobs.predictions_flight_delay_risk import main as score
+    from spark_jobs.quality_gate import require_gate_args
+
+    monkeypatch.setenv("FLIGHTS_GATE_ENGINE", "duckdb")
+    gated = argparse.Namespace(check=["bronze/flights=bronze.flights"], result="file:/x.json")
+    with pytest.raises(JobInputError, match="FLIGHTS_GATE_ENGINE='duckdb'"):
+        require_gate_args(gated)  # the gated jobs call it before their Spark session starts
+    require_gate_args(argparse.Namespace(check=None, result=None))  # a job run without its gate does not care
+    with pytest.raises(JobInputError, match="FLIGHTS_GATE_ENGINE='duckdb'"):  # scoring: before anything is scored
+        score(["--lake", str(tmp_path / "lake"), "--start", "2013-01-01", "--end", "2013-01-01", "--run-id", "r",
+               "--model-dir", str(tmp_path), "--model-name", "m", "--model-version", "1", "--result", "file:/x.json"])
+    assert not (tmp_path / "lake").exists()
+
+
 # --- the same verdicts --------------------------------------------------------------------------
 
 
