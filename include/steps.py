@@ -41,12 +41,12 @@ from include.jobs import (DEFAULT_RELEASE_REASON, GATE_TASKS, GATES_OF_JOBS, JOB
 from include.lake import export_uri
 from include.targets.base import StepBackend
 from include.targets.cloud.spec import instantiate
+from include.training.hyperparameters import HYPERPARAMETERS
 
 # Warehouse loads: task id, table, export dataset, trigger rule. Outcomes load even when scoring
 # was skipped (no champion yet); nothing loads after a failure.
 LOADS = (("load_flight_outcomes", "analytics.flight_outcomes", "flight_outcomes", "none_failed"),
          ("load_flight_delay_predictions", "analytics.flight_delay_predictions", "predictions", "all_success"))
-HYPERPARAMETERS = ("n_estimators", "max_depth", "learning_rate", "device")
 
 
 # --- the Python tasks (every target's Python steps, and the local target's jobs) ----------------

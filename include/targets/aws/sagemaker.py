@@ -16,11 +16,11 @@ from typing import Any
 
 from include.targets.aws.emr import OperatorSpec
 from include.targets.aws.settings import AwsSettings
+from include.training import hyperparameters
 
 TRAINING_OPERATOR = "include.targets.aws.operators.ReattachingSageMakerTrainingOperator"
 ENTRY_POINT = "include/targets/aws/sagemaker_entry.py"
 CHANNEL = "dataset"
-HYPERPARAMETERS = ("n_estimators", "max_depth", "learning_rate", "device")
 
 
 def training_config(aws: AwsSettings, *, job_name: str, dataset_uri: str, sourcedir_uri: str,
@@ -33,9 +33,7 @@ def training_config(aws: AwsSettings, *, job_name: str, dataset_uri: str, source
         sourcedir_uri: the code artefact's ``sourcedir.tar.gz``.
         params: n_estimators, max_depth, learning_rate, device (SageMaker passes them as strings).
     """
-    unknown = set(params) - set(HYPERPARAMETERS)
-    if unknown:
-        raise ValueError(f"Unknown hyperparameters {sorted(unknown)}; the trainer takes {', '.join(HYPERPARAMETERS)}.")
+    hyperparameters.check(params)
     hyper = {k: str(v) for k, v in params.items()}
     hyper.update({
         "sagemaker_program": json.dumps(ENTRY_POINT),  # framework containers read these two as JSON strings

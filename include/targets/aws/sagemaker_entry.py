@@ -16,13 +16,12 @@ from pathlib import Path
 
 
 def parse(argv: list[str]) -> dict:
+    from include.training import hyperparameters  # after main put the source folder on the path
+
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--n_estimators", type=int)
-    p.add_argument("--max_depth", type=int)
-    p.add_argument("--learning_rate", type=float)
-    p.add_argument("--device", default="auto")
+    hyperparameters.add_arguments(p)
     known, _ = p.parse_known_args(argv)  # SageMaker adds its own sagemaker_* arguments
-    return {k: v for k, v in vars(known).items() if v is not None}
+    return hyperparameters.given(vars(known))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -43,11 +43,12 @@ from typing import Any
 from include.config import ConfigError
 from include.targets.azure.settings import AzureSettings
 from include.targets.cloud.spec import OperatorSpec
+from include.training import hyperparameters
+from include.training.hyperparameters import HYPERPARAMETERS
 from include.training.outputs import METRICS_FILE, TrainingOutputs, read_outputs
 
 TRAINING_OPERATOR = "include.targets.azure.azureml_operators.AzureMLCommandJobOperator"
 ENTRY_POINT = "include/targets/azure/azureml_entry.py"
-HYPERPARAMETERS: dict[str, type] = {"n_estimators": int, "max_depth": int, "learning_rate": float, "device": str}
 DEFAULT_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04:latest"
 PYTHON = "3.11"  # the pinned training requirements (scikit-learn, matplotlib) need it
 EXPERIMENT = "flights_training"
@@ -111,9 +112,7 @@ def environment(azure: AzureSettings, requirements: str):
 
 def hyperparameter_inputs(params: dict[str, Any]) -> dict[str, Any]:
     """The hyperparameters as typed literal inputs; a Jinja template (before rendering) stays a string."""
-    unknown = set(params) - set(HYPERPARAMETERS)
-    if unknown:
-        raise ValueError(f"Unknown hyperparameters {sorted(unknown)}; the trainer takes {', '.join(HYPERPARAMETERS)}.")
+    hyperparameters.check(params)
     out: dict[str, Any] = {}
     for name, cast in HYPERPARAMETERS.items():
         if name not in params:

@@ -32,18 +32,16 @@ DONE = "outputs.done"  # next to it, written once training has returned: the cop
 
 
 def parse(argv: list[str]) -> tuple[Path, Path, Path | None, dict]:
+    from include.training import hyperparameters  # after main put the source folder on the path
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", required=True, help="the exported training set's Parquet folder")
     p.add_argument("--model-dir", required=True, help="where the outputs go (the job's model output)")
     p.add_argument("--checkpoint-dir", help="a folder that survives a restart of the job (low-priority VMs)")
-    p.add_argument("--n_estimators", type=int)
-    p.add_argument("--max_depth", type=int)
-    p.add_argument("--learning_rate", type=float)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    hyperparameters.add_arguments(p)
     args = vars(p.parse_args(argv))
-    data, model, checkpoint = args.pop("data_dir"), args.pop("model_dir"), args.pop("checkpoint_dir")
-    params = {k: v for k, v in args.items() if v is not None}
-    return Path(data), Path(model), Path(checkpoint) if checkpoint else None, params
+    data, model, checkpoint = args["data_dir"], args["model_dir"], args["checkpoint_dir"]
+    return Path(data), Path(model), Path(checkpoint) if checkpoint else None, hyperparameters.given(args)
 
 
 def copy_outputs(src: Path, dest: Path) -> None:

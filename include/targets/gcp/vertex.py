@@ -32,11 +32,12 @@ from typing import Any
 from include.config import ConfigError
 from include.targets.cloud.spec import OperatorSpec
 from include.targets.gcp.settings import GcpSettings
+from include.training import hyperparameters
+from include.training.hyperparameters import HYPERPARAMETERS
 from include.training.outputs import METRICS_FILE, TrainingOutputs, read_outputs
 
 TRAINING_OPERATOR = "include.targets.gcp.vertex_operators.ReattachingVertexCustomJobOperator"
 ENTRY_POINT = "include/targets/gcp/vertex_entry.py"
-HYPERPARAMETERS = ("n_estimators", "max_depth", "learning_rate", "device")
 NAME_AT_RUN_TIME = "set-at-run-time"
 SOURCEDIR_ENV = "FLIGHTS_SOURCEDIR"
 SUCCEEDED = "JOB_STATE_SUCCEEDED"
@@ -84,9 +85,7 @@ def job_key(dag_id: str, task_id: str, interval_key: str, run_id: str) -> str:
 
 
 def hyperparameter_args(params: dict[str, Any]) -> list[str]:
-    unknown = set(params) - set(HYPERPARAMETERS)
-    if unknown:
-        raise ValueError(f"Unknown hyperparameters {sorted(unknown)}; the trainer takes {', '.join(HYPERPARAMETERS)}.")
+    hyperparameters.check(params)
     return [a for k in HYPERPARAMETERS if k in params for a in (f"--{k}", str(params[k]))]
 
 

@@ -33,15 +33,13 @@ def local_path(uri: str) -> Path:
 
 
 def parse(argv: list[str]) -> tuple[str, dict]:
+    from include.training import hyperparameters  # after main put the source folder on the path
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", required=True, help="the exported training set's Parquet folder (gs:// or local)")
-    p.add_argument("--n_estimators", type=int)
-    p.add_argument("--max_depth", type=int)
-    p.add_argument("--learning_rate", type=float)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    hyperparameters.add_arguments(p)
     args = vars(p.parse_args(argv))
-    data_dir = args.pop("data_dir")
-    return data_dir, {k: v for k, v in args.items() if v is not None}
+    return args["data_dir"], hyperparameters.given(args)
 
 
 def main(argv: list[str] | None = None) -> None:
