@@ -33,10 +33,14 @@ export PYTHONWARNINGS   ?= ignore::DeprecationWarning
 SPARK_POOL       := $(or $(FLIGHTS_SPARK_POOL),spark)
 SPARK_POOL_SLOTS ?= $(or $(FLIGHTS_SPARK_POOL_SLOTS),$(shell python3 -c 'import os; print(max(1, os.cpu_count() // 2))'))
 
+# pytest-xdist workers for make test: one more than the cores (a test often waits on a server, a scheduler or a
+# child JVM), and no more than one per 6 GiB of memory (each holds a Spark driver and starts spark-submit jobs)
+TEST_WORKERS ?= $(shell python3 -c 'import os; m = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") >> 30; print(max(1, min(os.cpu_count() + 1, m // 6)))')
+
 START ?= 2013-01-01
 END   ?= 2013-03-07
 
-.PHONY: help install jars s3a-jars gcs-jars fake-gcs-server azure-jars azurite spark3-env airflow-init airflow land run test test-fast lock env plan gcp-upload release rollback scan-secrets pin-images env-file clean bench-warehouse bench-scoring
+.PHONY: help install jars s3a-jars gcs-jars fake-gcs-server azure-jars azurite spark3-env airflow-init airflow land run test test-serial test-fast lock env plan gcp-upload release rollback scan-secrets pin-images env-file clean bench-warehouse bench-scoring
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -136,10 +140,14 @@ run: airflow-init  ## the whole loop on real data, then a summary
 
 test: install s3a-jars gcs-jars fake-gcs-server azure-jars azurite spark3-env  ## every test: unit, DAG integrity, end to end (starts its own PostgreSQL)
 	@bash scripts/ensure_postgres.sh
+	@$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+
+test-serial: install s3a-jars gcs-jars fake-gcs-server azure-jars azurite spark3-env  ## every test in one process, one after another (slower; for a clean traceback order)
+	@bash scripts/ensure_postgres.sh
 	@$(PY) -m pytest
 
 test-fast: install azurite  ## the fast tier only (no Spark jobs, no end-to-end runs; Azurite for the Azure storage tests)
-	@$(PY) -m pytest -m "not slow"
+	@$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 env:  ## print the environment as export lines: eval "$$(make -s env)"
 	@for v in FLIGHTS_HOME FLIGHTS_JARS_DIR FLIGHTS_S3A_JARS_DIR FLIGHTS_GCS_JARS_DIR AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER AIRFLOW__CORE__PLUGINS_FOLDER \

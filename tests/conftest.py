@@ -51,6 +51,28 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """Modules with a slow test first, end-to-end ones foremost; each module keeps its own order.
+
+    ``make test`` runs the modules on parallel pytest-xdist workers, a whole module per worker, handed out
+    in this order: a long module handed out last would leave the other workers idle while it runs.
+    """
+    first: dict[str, int] = {}
+    slow: set[str] = set()
+    for index, item in enumerate(items):
+        module = item.nodeid.split("::", 1)[0]
+        first.setdefault(module, index)
+        if item.get_closest_marker("slow"):
+            slow.add(module)
+
+    def order(pair):
+        index, item = pair
+        module = item.nodeid.split("::", 1)[0]
+        return module not in slow, not module.startswith("tests/e2e/"), first[module], index
+
+    items[:] = [item for _, item in sorted(enumerate(items), key=order)]
+
+
 def pytest_sessionfinish(session, exitstatus):
     """Remove this session's state unless asked to keep it for a post-mortem."""
     if os.environ.get("FLIGHTS_KEEP_TEST_HOME"):

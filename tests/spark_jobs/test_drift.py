@@ -47,6 +47,7 @@ def test_the_reference_bins_every_row_and_keeps_shares():
     assert all(s == pytest.approx(0.1, abs=0.02) for s in ref[drift.SCORE]["shares"][1:])  # deciles
 
 
+@pytest.mark.slow
 def test_spark_counts_the_same_bins_and_a_shifted_day_drifts(spark):
     train, same_day, shifted_day = _frame(5000, 1), _frame(1000, 7), _frame(1000, 8, shift=400)
     ref = drift.reference(train, SPEC, [0.5] * 5000)

@@ -91,6 +91,7 @@ def _rows(df):
     return sorted(tuple(r) for r in df.drop("history_days_available").collect())
 
 
+@pytest.mark.slow
 def test_a_day_built_before_its_history_is_refused_then_equals_the_in_order_result(spark, lake):
     from delta.tables import DeltaTable
 
@@ -119,6 +120,7 @@ def test_a_day_built_before_its_history_is_refused_then_equals_the_in_order_resu
     assert {(r["flight_date"], r["history_days_available"]) for r in history.collect()} == {(D1, 0), (D2, 1), (D3, 2)}
 
 
+@pytest.mark.slow
 def test_a_changed_day_makes_its_dependants_stale_until_rebuilt(spark, lake):
     from spark_jobs.history import HistoryNotReadyError, stale_dependants, stale_gold
     from spark_jobs.session import JobInputError

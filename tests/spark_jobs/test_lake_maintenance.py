@@ -23,6 +23,7 @@ def test_a_retention_below_seven_days_is_refused_before_anything_runs():
     assert exc.value.code == 3
 
 
+@pytest.mark.slow
 def test_vacuum_keeps_every_version_of_the_retention_and_deletes_what_only_older_ones_need(spark, tmp_path):
     from spark_jobs.lake_maintenance import maintain, vacuum_all
 
@@ -48,6 +49,7 @@ def test_vacuum_keeps_every_version_of_the_retention_and_deletes_what_only_older
         spark.read.format("delta").option("versionAsOf", 0).load(uri).collect()
 
 
+@pytest.mark.slow
 def test_decided_quarantine_rows_expire_with_their_events_and_held_rows_wait(spark, tmp_path):
     from spark_jobs.lake_maintenance import maintain
 

@@ -30,6 +30,7 @@ def _hmac(value: str) -> str:
     return hmac.new(KEY.encode(), value.encode(), hashlib.sha256).hexdigest()
 
 
+@pytest.mark.slow
 def test_the_spark_hmac_is_rfc_2104_hmac_sha256(spark):
     from pyspark.sql import functions as F
 
@@ -69,6 +70,7 @@ def _deliver(tmp_path: Path) -> tuple[str, str]:
     return str(landing), lake
 
 
+@pytest.mark.slow
 def test_without_a_key_personal_columns_are_not_ingested(spark, tmp_path, monkeypatch):
     from spark_jobs.bronze_landing import ingest_daily
     from spark_jobs.session import JobInputError
@@ -105,6 +107,7 @@ def ingested(spark, tmp_path_factory):
     return lake, out, gate, alert
 
 
+@pytest.mark.slow
 def test_bronze_holds_the_keyed_hash_and_joins_still_work(spark, ingested):
     lake, out, _, _ = ingested
     assert out["rows"] == len(ROWS)  # every delivered row is in bronze, the unparsable one included
@@ -113,6 +116,7 @@ def test_bronze_holds_the_keyed_hash_and_joins_still_work(spark, ingested):
     assert tails == {_hmac(s) for s in SECRETS[:3]}
 
 
+@pytest.mark.slow
 def test_the_quarantine_keeps_the_line_with_its_personal_fields_hashed(spark, ingested):
     lake = ingested[0]
     rows = {r["raw_line"]: r for r in spark.read.format("delta").load(table_uri(lake, "quarantine.flights")).collect()}
@@ -123,6 +127,7 @@ def test_the_quarantine_keeps_the_line_with_its_personal_fields_hashed(spark, in
                         f"line hmac {_hmac(ROWS[3])}]"]
 
 
+@pytest.mark.slow
 def test_no_raw_value_reaches_any_table_document_or_alert(spark, ingested):
     lake, _, gate, alert = ingested
     assert not gate["success"]  # the gate failed on the quarantined rows: its documents and alert exist
@@ -165,6 +170,7 @@ def test_the_local_target_hands_the_key_from_the_connection_to_the_job_environme
     assert "FLIGHTS_PII_KEY" not in seen[-1][1]
 
 
+@pytest.mark.slow
 def test_a_personal_key_of_a_dimension_is_hashed_alike_so_flights_still_join_their_planes(spark, ingested, tmp_path,
                                                                                           monkeypatch):
     from spark_jobs.bronze_dimensions import ingest_dimensions
