@@ -62,12 +62,13 @@ def predictions_export(root: Path, day: date, scale: int, seed: int) -> tuple[Pa
                 f"{day:%Y%m%d}-{r['carrier']}-{r['flight']}-{r['origin']}-{sched:04d}", day, r["carrier"],
                 int(r["flight"]), r["origin"], r["dest"],
                 datetime(day.year, day.month, day.day, int(r["hour"]), int(r["minute"])),
-                rng.random(), "flight_delay_risk", "1", "bench",
+                rng.random(), "flight_delay_risk", "1", "bench", f"{day:%Y%m%d}",
             ))
     schema = pa.schema([("flight_id", pa.string()), ("flight_date", pa.date32()), ("carrier", pa.string()),
                         ("flight", pa.int32()), ("origin", pa.string()), ("dest", pa.string()),
                         ("sched_dep_ts", pa.timestamp("us")), ("delay_probability", pa.float64()),
-                        ("model_name", pa.string()), ("model_version", pa.string()), ("run_id", pa.string())])
+                        ("model_name", pa.string()), ("model_version", pa.string()), ("run_id", pa.string()),
+                        ("feature_build", pa.string())])
     table = pa.Table.from_pylist([dict(zip(COLUMNS, r)) for r in rows], schema=schema)
     out = root / "exports" / "predictions" / f"{day:%Y%m%d}_{day:%Y%m%d}"
     out.mkdir(parents=True, exist_ok=True)

@@ -160,6 +160,26 @@ def record_gold_days(spark: SparkSession, lake: str, counts: dict[date, int], st
     replace_partitions(ledger.withColumn("built_at", F.current_timestamp()), table_uri(lake, GOLD_DAYS), start, end)
 
 
+def feature_builds(spark: SparkSession, lake: str, start: date, end: date) -> dict[date, str]:
+    """The feature build of each day of [start, end]; raises ``JobInputError`` naming the days that have none.
+
+    Every prediction carries its day's build (``predictions.flight_delay_risk`` and the warehouse), so a day's
+    predictions say which silver its features came from.
+    """
+    from spark_jobs.session import JobInputError
+
+    builds = {r[PARTITION_COLUMN]: r["feature_build"] for r in _rows(spark, lake, GOLD_DAYS, start, end)}
+    days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+    missing = [d for d in days if not builds.get(d)]
+    if missing:
+        raise JobInputError(
+            f"{GOLD_DAYS} records no feature build for {day_ranges(missing)}: their gold features were not built "
+            "by build_features (or were built before builds were recorded), so their predictions could not say "
+            "which features made them. Run flights_daily for those days (or clear their build_features task), "
+            "then score again.")
+    return builds
+
+
 def stale_gold(spark: SparkSession, lake: str, start: date, end: date) -> dict[date, str]:
     """Days of [start, end] whose gold is missing, or was built from silver that has changed since."""
     built = {r[PARTITION_COLUMN]: r["feature_build"] for r in _rows(spark, lake, GOLD_DAYS, start, end)}

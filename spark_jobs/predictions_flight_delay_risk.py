@@ -2,8 +2,9 @@
 
 The bundle (XGBoost model + feature spec) is read once on the driver and broadcast;
 executors score their partitions with ``mapInPandas``. Every row records the model
-name and version. The interval's partitions are replaced, and the same rows are
-exported as Parquet for the warehouse load.
+name and version, and the *feature build* of its day (``gold.feature_days``: which silver,
+history window included, its features came from). The interval's partitions are replaced,
+and the same rows are exported as Parquet for the warehouse load.
 
     spark-submit spark_jobs/predictions_flight_delay_risk.py --lake LAKE --start 2013-03-01 \
         --end 2013-03-07 --model-dir DIR --model-name NAME --model-version 3 --run-id RUN_ID
@@ -19,6 +20,7 @@ from pyspark.sql import types as T
 from include.features import FEATURES
 from include.lake import PARTITION_COLUMN, export_uri, table_uri
 from include.training.bundle import MODEL_FILE, SPEC_FILE
+from spark_jobs.history import feature_builds
 from spark_jobs.quality_gate import gate_engine, run_checks
 from spark_jobs.session import get_spark, interval_args, read_text, replace_partitions, run_job, write_json
 
@@ -69,16 +71,19 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     gate_engine(0)  # a bad gate setting is refused before anything is scored or written
     spark = get_spark(f"predictions_{a.start}_{a.end}")
+    builds = feature_builds(spark, a.lake, a.start, a.end)  # refused before anything is read or scored without them
     model_bytes = spark.sparkContext.binaryFiles(f"{a.model_dir.rstrip('/')}/{MODEL_FILE}").collect()[0][1]
     spec = json.loads(read_text(spark, f"{a.model_dir.rstrip('/')}/{SPEC_FILE}"))
     gold = spark.read.format("delta").load(table_uri(a.lake, "gold.flight_features")).filter(
         (F.col(PARTITION_COLUMN) >= F.lit(a.start)) & (F.col(PARTITION_COLUMN) <= F.lit(a.end))
     )
+    build_of_day = F.create_map(*[x for day, build in sorted(builds.items()) for x in (F.lit(day), F.lit(build))])
     preds = (
         score(gold, model_bytes, spec, spark)
         .withColumn("model_name", F.lit(a.model_name))
         .withColumn("model_version", F.lit(str(a.model_version)))
         .withColumn("run_id", F.lit(a.run_id))
+        .withColumn("feature_build", build_of_day[F.col(PARTITION_COLUMN)])
     )
     uri = table_uri(a.lake, "predictions.flight_delay_risk")
     replace_partitions(preds, uri, a.start, a.end)

@@ -66,7 +66,7 @@ def seed_day(put, lake_root: str, landing: str, day: date, *, bronze_ok: bool = 
             "flight_id": [f"{ref.key}-UA-1"], "flight_date": [day], "carrier": ["UA"], "flight": [1],
             "origin": ["EWR"], "dest": ["ORD"], "sched_dep_ts": [datetime(day.year, day.month, day.day, 7)],
             "delay_probability": [0.4], "model_name": ["flights-delay-xgboost"], "model_version": ["1"],
-            "run_id": [run_id(day)]}))
+            "run_id": [run_id(day)], "feature_build": ["0123456789abcdef"]}))
 
 
 def dag(dag_id: str):

@@ -18,7 +18,7 @@ from include.config import ConfigError, Settings
 LOADS = {
     "analytics.flight_delay_predictions": [
         "flight_id", "flight_date", "carrier", "flight", "origin", "dest", "sched_dep_ts",
-        "delay_probability", "model_name", "model_version", "run_id",
+        "delay_probability", "model_name", "model_version", "run_id", "feature_build",
     ],
     "analytics.flight_outcomes": ["flight_id", "flight_date", "dep_delay", "arr_delay", "is_delayed", "cancelled"],
 }
@@ -41,10 +41,13 @@ DDL = [
         dep_delay DOUBLE PRECISION, arr_delay DOUBLE PRECISION,
         is_delayed INTEGER, cancelled BOOLEAN,
         loaded_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)""",
+    # which silver (its day's and its history window's) the features of a prediction were computed from:
+    # gold.feature_days' build of the day; NULL on rows loaded before predictions carried it
+    "ALTER TABLE analytics.flight_delay_predictions ADD COLUMN IF NOT EXISTS feature_build VARCHAR(16)",
     """CREATE OR REPLACE VIEW analytics.prediction_outcomes AS
         SELECT p.flight_id, p.flight_date, p.carrier, p.flight, p.origin, p.dest, p.sched_dep_ts,
                p.delay_probability, p.model_version,
-               o.arr_delay, o.is_delayed AS actual_is_delayed, o.cancelled
+               o.arr_delay, o.is_delayed AS actual_is_delayed, o.cancelled, p.feature_build
         FROM analytics.flight_delay_predictions p
         LEFT JOIN analytics.flight_outcomes o ON o.flight_id = p.flight_id""",
     """CREATE TABLE IF NOT EXISTS ops.dag_runs (

@@ -247,7 +247,7 @@ def test_tables_created_before_a_column_was_added_get_it(postgres_url):
     try:
         with conn.cursor() as cur:
             for stmt in DDL:
-                if "ADD COLUMN" not in stmt:  # the tables as the first release created them
+                if "ADD COLUMN" not in stmt and "VIEW" not in stmt:  # the tables as the first release created them
                     cur.execute(stmt)
         assert not {"action", "cause"} & columns("ops.model_decisions")
         assert {"ops.model_decisions", "ops.quality_gates"} <= set(added_columns())
@@ -259,6 +259,12 @@ def test_tables_created_before_a_column_was_added_get_it(postgres_url):
                     cur.execute(stmt)
             assert column_upgrades(table, columns(table)) == []  # done once
         assert {"action", "cause", "promoted"} <= columns("ops.model_decisions")
+        assert "feature_build" in columns("analytics.flight_delay_predictions")
+        with conn.cursor() as cur:  # the view selects the added column: it can be created only now
+            for stmt in DDL:
+                if "VIEW" in stmt:
+                    cur.execute(stmt)
+            cur.execute("SELECT feature_build FROM analytics.prediction_outcomes")
         with conn.cursor() as cur:
             cur.execute("INSERT INTO ops.model_decisions (model_name, action, cause) VALUES ('m', 'refused', %s)",
                         ("x" * 5000,))  # cause is VARCHAR(65535), not Redshift's 256-character TEXT
@@ -275,7 +281,11 @@ def test_ensure_schema_asks_redshift_for_the_columns_and_adds_the_missing_ones(a
     RedshiftWarehouse(aws, boto("redshift-data")).ensure_schema()
     sent = [s.query_string for s in _moto_statements()[seen:]]
     lookups = [s for s in sent if s.startswith("SELECT column_name FROM svv_columns")]
-    assert len(lookups) == 2  # ops.quality_gates and ops.model_decisions; moto answers with rows of its own,
+    assert len(lookups) == 3  # ops.quality_gates, ops.model_decisions, analytics.flight_delay_predictions; moto
+    # answers with rows of its own,
     assert "ALTER TABLE ops.model_decisions ADD COLUMN action VARCHAR(32)" in sent  # none of them a column name
     assert "ALTER TABLE ops.model_decisions ADD COLUMN cause VARCHAR(65535)" in sent
     assert sent.index(lookups[0]) > max(i for i, s in enumerate(sent) if s.startswith("CREATE TABLE"))
+    added = sent.index("ALTER TABLE analytics.flight_delay_predictions ADD COLUMN feature_build VARCHAR(16)")
+    view = next(i for i, s in enumerate(sent) if s.startswith("CREATE OR REPLACE VIEW analytics.prediction_outcomes"))
+    assert view > added  # the view selects the column: created after the upgrade adds it to an older table

@@ -121,6 +121,10 @@ def test_champion_exists_and_scored_the_day_once_per_flight(loop):
     day = preds[preds["flight_date"].astype(str) == str(SCORED_DAY)]
     assert len(day) == _source_rows(SCORED_DAY) and day["flight_id"].is_unique  # exactly one per flight
     assert set(day["model_version"]) == {"1"}
+    built = _lake("gold.feature_days")
+    build = built.loc[built["flight_date"].astype(str) == str(SCORED_DAY), "feature_build"].tolist()
+    assert len(build) == 1 and len(build[0]) == 16  # the day's one feature build, recorded by build_features
+    assert set(day["feature_build"]) == set(build)  # every prediction names the features it was computed from
     assert day["delay_probability"].between(0, 1).all()
     assert set(preds["flight_date"].astype(str)) == {str(SCORED_DAY)}  # no champion before: nothing else scored
 
@@ -132,6 +136,9 @@ def test_warehouse_matches_the_lake(loop):
         _source_rows(date(2013, 1, d)) for d in range(1, 5))
     joined = _wh("SELECT count(*), count(actual_is_delayed) FROM analytics.prediction_outcomes")[0]
     assert joined[0] == _source_rows(SCORED_DAY) and joined[1] > 0.9 * joined[0]
+    built = _lake("gold.feature_days")
+    build = built.loc[built["flight_date"].astype(str) == str(SCORED_DAY), "feature_build"].tolist()
+    assert _wh("SELECT DISTINCT model_version, feature_build FROM analytics.prediction_outcomes") == [("1", build[0])]
 
 
 def test_ops_schema_records_pipeline_health(loop):
@@ -339,6 +346,9 @@ def test_a_corrected_day_records_the_later_day_built_from_it_and_triggers_its_re
     assert reason.startswith("stale: its silver or a day of its history changed after its features were built "
                              f"(feature build {build[str(dependant)]}, now ")
     assert build[str(dependant)] not in reason.split("now ")[1]
+    # until it is recomputed, the warehouse's predictions of day 4 name the build that ops.recomputations calls stale
+    assert _wh("SELECT DISTINCT feature_build FROM analytics.flight_delay_predictions "
+               f"WHERE flight_date = DATE '{dependant}'") == [(build[str(dependant)],)]
     with sqlite3.connect(airflow_db / "airflow.db") as con:
         triggered = con.execute("SELECT run_id, state, conf, logical_date FROM dag_run WHERE dag_id = 'flights_daily' "
                                 f"AND run_id LIKE '{RUN_ID_PREFIX}%'").fetchall()

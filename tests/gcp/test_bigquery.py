@@ -246,11 +246,13 @@ def _predictions(gcs_root, days, key, version="1", prob=0.25) -> str:
     schema = pa.schema([("flight_id", pa.string()), ("flight_date", pa.date32()), ("carrier", pa.string()),
                         ("flight", pa.int32()), ("origin", pa.string()), ("dest", pa.string()),
                         ("sched_dep_ts", pa.timestamp("us")), ("delay_probability", pa.float64()),
-                        ("model_name", pa.string()), ("model_version", pa.string()), ("run_id", pa.string())])
+                        ("model_name", pa.string()), ("model_version", pa.string()), ("run_id", pa.string()),
+                        ("feature_build", pa.string())])
     assert list(schema.names) == LOADS[PREDICTIONS]
     rows = [{"flight_id": f"{d:%Y%m%d}-UA-{n}-EWR-0600", "flight_date": d, "carrier": "UA", "flight": n,
              "origin": "EWR", "dest": "ORD", "sched_dep_ts": datetime(d.year, d.month, d.day, 6),
-             "delay_probability": prob, "model_name": "m", "model_version": version, "run_id": "r"}
+             "delay_probability": prob, "model_name": "m", "model_version": version, "run_id": "r",
+             "feature_build": f"build-{d:%Y%m%d}"}
             for d in days for n in range(1, 4)]
     return _export(gcs_root, "predictions", key, rows, schema=schema, use_deprecated_int96_timestamps=True)
 

@@ -103,7 +103,7 @@ def data() -> dict[str, list[dict]]:
         predictions.append({**{k: f[k] for k in ("flight_id", "flight_date", "carrier", "flight", "origin", "dest",
                                                  "sched_dep_ts")},
                             "delay_probability": p, "model_name": MODEL, "model_version": version,
-                            "run_id": f"scheduled__{run[0]:%Y-%m-%d}"})
+                            "run_id": f"scheduled__{run[0]:%Y-%m-%d}", "feature_build": f"{f['flight_date']:%Y%m%d}"})
     assert len(outcomes) > 10_000 and sum(o["cancelled"] for o in outcomes) > 50  # real days, real cancellations
     return {"outcomes": outcomes, "predictions": predictions}
 
@@ -118,7 +118,8 @@ def _write_export(folder: Path, table: str, rows: list[dict], start: date, end: 
     types = {"flight_id": pa.string(), "flight_date": pa.date32(), "carrier": pa.string(), "flight": pa.int32(),
              "origin": pa.string(), "dest": pa.string(), "sched_dep_ts": pa.timestamp("us"),
              "delay_probability": pa.float64(), "model_name": pa.string(), "model_version": pa.string(),
-             "run_id": pa.string(), "dep_delay": pa.float64(), "arr_delay": pa.float64(), "is_delayed": pa.int32(),
+             "run_id": pa.string(), "feature_build": pa.string(),
+             "dep_delay": pa.float64(), "arr_delay": pa.float64(), "is_delayed": pa.int32(),
              "cancelled": pa.bool_()}
     schema = pa.schema([(c, types[c]) for c in LOADS[table]])
     folder.mkdir(parents=True, exist_ok=True)

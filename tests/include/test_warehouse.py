@@ -15,7 +15,8 @@ def _export(path, days, version="1", prob=0.25, repeat_first=False):
     rows = [
         {"flight_id": f"{d:%Y%m%d}-UA-{n}-EWR-0600", "flight_date": d, "carrier": "UA", "flight": n,
          "origin": "EWR", "dest": "ORD", "sched_dep_ts": datetime(d.year, d.month, d.day, 6),
-         "delay_probability": prob, "model_name": "m", "model_version": version, "run_id": "r"}
+         "delay_probability": prob, "model_name": "m", "model_version": version, "run_id": "r",
+         "feature_build": f"b{d:%Y%m%d}v{version}"}
         for d in days for n in range(1, 4)
     ]
     if repeat_first:  # the first flight twice: the primary key refuses the second at insert time

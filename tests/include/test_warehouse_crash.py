@@ -78,7 +78,8 @@ HARNESS = textwrap.dedent('''
 def _export(path, version: str):
     rows = [{"flight_id": f"{d:%Y%m%d}-{n}", "flight_date": d, "carrier": "UA", "flight": n, "origin": "EWR",
              "dest": "ORD", "sched_dep_ts": datetime(d.year, d.month, d.day, 6), "delay_probability": 0.5,
-             "model_name": "m", "model_version": version, "run_id": f"run-{version}"}
+             "model_name": "m", "model_version": version, "run_id": f"run-{version}",
+             "feature_build": f"build-{d:%Y%m%d}"}
             for d in DAYS for n in range(PER_DAY)]
     path.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), path / "part-0.parquet")

@@ -164,3 +164,27 @@ def test_a_changed_day_makes_its_dependants_stale_until_rebuilt(spark, lake):
     _ingest(lake, landing, D1, D1)
     with pytest.raises(HistoryNotReadyError, match=r"2013-01-01: blocked: its latest delivery was rejected"):
         _build(spark, lake, D2)
+
+
+@pytest.mark.slow
+def test_scoring_refuses_days_without_a_feature_build_before_it_reads_or_writes(spark, lake, tmp_path):
+    """Every prediction names its day's feature build: a day without one is refused, naming it, and nothing is
+    scored (the model folder is not even read)."""
+    from spark_jobs.history import feature_builds, stale_gold
+    from spark_jobs.predictions_flight_delay_risk import main as score
+    from spark_jobs.session import JobInputError
+
+    for day, why in stale_gold(spark, str(lake / "lake"), D1, D3).items():  # built above, unless run alone
+        if why == "no gold features built":
+            _build(spark, lake, day)
+    builds = feature_builds(spark, str(lake / "lake"), D1, D3)
+    assert sorted(builds) == [D1, D2, D3] and all(re.fullmatch(r"[0-9a-f]{16}", b) for b in builds.values())
+    with pytest.raises(JobInputError, match=r"no feature build for 2013-01-04\.\.2013-01-05: .*Run flights_daily"):
+        feature_builds(spark, str(lake / "lake"), D2, date(2013, 1, 5))
+    with pytest.raises(JobInputError, match=r"no feature build for 2013-01-01\.\.2013-01-03"):  # a lake of none
+        feature_builds(spark, str(tmp_path / "empty"), D1, D3)
+    with pytest.raises(JobInputError, match=r"no feature build for 2013-01-04"):
+        score(["--lake", str(lake / "lake"), "--start", "2013-01-03", "--end", "2013-01-04", "--run-id", "r",
+               "--model-dir", str(tmp_path / "no-model"), "--model-name", "m", "--model-version", "1",
+               "--result", str(tmp_path / "gate.json")])
+    assert not (lake / "lake" / "predictions").exists() and not (tmp_path / "gate.json").exists()

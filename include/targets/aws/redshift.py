@@ -246,7 +246,9 @@ class RedshiftWarehouse:
     def ensure_schema(self) -> None:
         if self._ready:
             return
-        for stmt in redshift_ddl():  # each idempotent (IF NOT EXISTS / OR REPLACE)
+        ddl = redshift_ddl()
+        views = [stmt for stmt in ddl if stmt.lstrip().startswith("CREATE OR REPLACE VIEW")]
+        for stmt in (s for s in ddl if s not in views):  # each idempotent (IF NOT EXISTS)
             self.execute(stmt)
         for table in added_columns():  # a table created before a column was added to the DDL gets it now
             schema, name = table.split(".")
@@ -254,6 +256,8 @@ class RedshiftWarehouse:
                                   [schema, name])
             for stmt in column_upgrades(table, {str(r[0]) for r in rows}):
                 self.execute(stmt)
+        for stmt in views:  # last: a view may select a column the upgrades just added
+            self.execute(stmt)
         self._ready = True
 
     def record(self, table: str, row: dict[str, Any]) -> None:
