@@ -77,10 +77,12 @@ DATE_PARAM = {"type": ["null", "string"], "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2
         "end_date": Param(None, description="Last flight date of a manual range run (YYYY-MM-DD)", **DATE_PARAM),
         "release_quarantined": Param(False, type="boolean",
                                      description="Release the interval's held quarantine rows into silver"),
-        "release_reason": Param("", type="string", maxLength=500,
+        # optional text params are nullable with a None default: the UI's trigger form holds its Trigger button
+        # back while a non-nullable string is empty, so a plain run could not be triggered from the UI
+        "release_reason": Param(None, type=["null", "string"], maxLength=500,
                                 description="Why the rows are released (recorded)"),
         "accept_dimension_change": Param(
-            "", type="string", maxLength=40, pattern=DIMENSIONS_PATTERN,
+            None, type=["null", "string"], maxLength=40, pattern=DIMENSIONS_PATTERN,
             description="Dimension snapshots this run may shrink past the change gate (comma-separated: planes, "
                         "airlines, airports), when the change is real"),
     },

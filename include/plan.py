@@ -54,7 +54,7 @@ REGISTRY_TASKS = (("register_model", "a new version, its metrics and report"),
 CHAMPION = {"model_dir": "<champion bundle>", "model_name": "flights_delay_xgboost", "model_version": "<champion>"}
 # What the DAGs' parameters render to by default (flights_daily: release_quarantined, release_reason;
 # flights_training: validation_days, holdout_days).
-DEFAULT_PARAMS = {"release_quarantined": False, "release_reason": "", "accept_dimension_change": "",
+DEFAULT_PARAMS = {"release_quarantined": False, "release_reason": None, "accept_dimension_change": None,
                   "validation_days": 7, "holdout_days": 7}
 
 
@@ -119,7 +119,7 @@ def sample_job(task_id: str, lake: str, landing: str, ref: RunRef,
         return job_args(task_id, lake=lake, landing=landing, ref=ref,
                         release=str(DEFAULT_PARAMS["release_quarantined"]), released_by=f"{dag} run {ref.run_id}",
                         release_reason=DEFAULT_PARAMS["release_reason"] or DEFAULT_RELEASE_REASON,
-                        accept_dimension_change=DEFAULT_PARAMS["accept_dimension_change"],
+                        accept_dimension_change=DEFAULT_PARAMS["accept_dimension_change"] or "",
                         pii_columns=settings().pii_columns,
                         pii_key_secret=pii_key_secret), result_uri(lake, "bronze", ref)
     if task_id == "build_features":

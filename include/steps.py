@@ -125,7 +125,7 @@ class Steps:
         if task_id == "ingest_bronze":
             extra = {"release": "{{ params.release_quarantined }}", "released_by": "{{ dag.dag_id }} run {{ run_id }}",
                      "release_reason": "{{ params.release_reason or '%s' }}" % DEFAULT_RELEASE_REASON,
-                     "accept_dimension_change": "{{ params.accept_dimension_change }}",
+                     "accept_dimension_change": "{{ params.accept_dimension_change or '' }}",
                      "pii_columns": self.cfg.pii_columns, "pii_key_secret": self.backend.pii_key_secret}
         elif task_id == "export_training_set":
             extra = {"validation_days": "{{ params.validation_days }}", "holdout_days": "{{ params.holdout_days }}"}
