@@ -140,10 +140,12 @@ run: airflow-init  ## the whole loop on real data, then a summary
 
 test: install s3a-jars gcs-jars fake-gcs-server azure-jars azurite spark3-env  ## every test: unit, DAG integrity, end to end (starts its own PostgreSQL)
 	@bash scripts/ensure_postgres.sh
+	@bash scripts/ensure_chromium.sh
 	@$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-serial: install s3a-jars gcs-jars fake-gcs-server azure-jars azurite spark3-env  ## every test in one process, one after another (slower; for a clean traceback order)
 	@bash scripts/ensure_postgres.sh
+	@bash scripts/ensure_chromium.sh
 	@$(PY) -m pytest
 
 test-fast: install azurite  ## the fast tier only (no Spark jobs, no end-to-end runs; Azurite for the Azure storage tests)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -128,6 +129,128 @@ def test_it_listens_on_loopback_only(ui):
     ports = {int(ui["env"]["FLIGHTS_AIRFLOW_PORT"]), int(ui["env"]["FLIGHTS_MLFLOW_PORT"])}
     assert ports <= {port for _, port in listening}, listening
     assert all(address in ("127.0.0.1", "::1") for address, _ in listening), listening  # no log server on 0.0.0.0
+
+
+# --- in a real browser: Playwright driving Debian's chromium (scripts/ensure_chromium.sh) -------------------------
+
+ARTIFACTS = Path(os.environ.get("FLIGHTS_TEST_ARTIFACTS", REPO / "test-artifacts")) / "ui"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium, launched by Playwright through its executable path (Playwright downloads no browser)."""
+    executable = os.environ.get("FLIGHTS_CHROMIUM") or shutil.which("chromium")
+    if not executable:
+        message = "No chromium: run `bash scripts/ensure_chromium.sh` (or set FLIGHTS_CHROMIUM)."
+        if os.environ.get("CI", "").lower() not in ("", "0", "false"):  # CI must not skip it silently
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        # as root (containers, CI) chromium refuses to start inside its sandbox
+        launched = playwright.chromium.launch(executable_path=executable,
+                                              args=["--no-sandbox"] if os.geteuid() == 0 else [])
+        yield launched
+        launched.close()
+
+
+def _password(ui) -> str:
+    return json.loads((ui["home"] / "airflow" / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
+
+
+def _shot(page, name: str) -> None:
+    """A screenshot of what the user sees at this step, kept under test-artifacts/ui/."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+def _sign_in(page, ui, password: str) -> None:
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
+@pytest.mark.slow
+def test_in_the_browser_the_ui_asks_for_a_login_and_refuses_a_wrong_password(ui, browser):
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    try:
+        for path in ("/", "/dags/flights_daily", "/dags/flights_training/runs"):
+            page.goto(ui["airflow"] + path)
+            try:  # the single-page app sends a visitor without a session to the login page
+                page.wait_for_url(lambda url: "/auth/login" in url, timeout=30_000)
+            except Exception:
+                pytest.fail(f"{path} was served without a login: still on {page.url}")
+        _shot(page, "01-login")
+        _sign_in(page, ui, _password(ui) + "x")
+        expect(page.get_by_text("Invalid credentials")).to_be_visible()
+        assert "/auth/login" in page.url
+        _shot(page, "02-login-refused")
+        _sign_in(page, ui, _password(ui))
+        page.wait_for_url(lambda url: "/auth/login" not in url, timeout=30_000)
+        page.goto(ui["airflow"] + "/dags", wait_until="networkidle")
+        for dag_id in ("flights_daily", "flights_training", "flights_maintenance"):
+            expect(page.get_by_text(dag_id, exact=True).first).to_be_visible()
+        _shot(page, "03-dags")
+    finally:
+        context.close()
+
+
+@pytest.mark.slow
+def test_the_trigger_form_refuses_a_malformed_date_with_its_message_then_triggers_the_range(ui, browser):
+    """From the DAG's page: Trigger, a ``start_date``/``end_date`` range typed into the form. The DAG stays paused
+    (the form's "Unpause on trigger" unticked), so the run is created and waits queued: what is proved here is the
+    form's path to the scheduler; a range run itself is ``tests/e2e/test_backfill.py``'s."""
+    from playwright.sync_api import expect
+
+    status, token = _request(f"{ui['airflow']}/auth/token", {"username": "admin", "password": _password(ui)})
+    assert status in (200, 201), token
+
+    def runs() -> list[dict]:
+        status, body = _request(f"{ui['airflow']}/api/v2/dags/flights_daily/dagRuns", token=token["access_token"])
+        assert status == 200, body
+        return body["dag_runs"]
+
+    before = {r["dag_run_id"] for r in runs()}
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    try:
+        page.goto(ui["airflow"] + "/dags/flights_daily", wait_until="networkidle")
+        _sign_in(page, ui, _password(ui))
+        page.wait_for_url(lambda url: "/auth/login" not in url, timeout=30_000)
+        page.goto(ui["airflow"] + "/dags/flights_daily", wait_until="networkidle")
+        page.get_by_role("button", name="Trigger").first.click()
+        dialog = page.get_by_role("dialog")
+        trigger = dialog.get_by_role("button", name="Trigger", exact=True)
+        expect(trigger).to_be_enabled()  # every optional param may stay empty: a plain run needs no typing
+        dialog.get_by_text("Unpause flights_daily on trigger").click()
+        expect(dialog.get_by_label("Unpause flights_daily on trigger")).not_to_be_checked()
+
+        dialog.locator("#element_start_date").fill("2013-3-08")
+        dialog.locator("#element_end_date").fill("2013-03-09")
+        trigger.click()
+        expect(dialog.get_by_text("Invalid input for param start_date: '2013-3-08' does not match")).to_be_visible()
+        toast = page.get_by_role("status").filter(has_text="Failed to Trigger Dag")
+        expect(toast).to_be_visible()
+        _shot(page, "04-trigger-malformed-date-refused")
+        assert {r["dag_run_id"] for r in runs()} == before  # refused: no run was created
+        page.mouse.move(5, 5)  # off the notification, which covers the button until it fades
+        expect(toast).to_be_hidden(timeout=30_000)
+
+        dialog.locator("#element_start_date").fill("2013-03-08")
+        _shot(page, "05-trigger-range")
+        trigger.click()
+        expect(dialog).to_be_hidden(timeout=30_000)
+        _shot(page, "06-triggered")
+    finally:
+        context.close()
+    (run,) = [r for r in runs() if r["dag_run_id"] not in before]
+    assert run["run_type"] == "manual" and run["state"] == "queued", run  # paused: it waits
+    assert (run["conf"]["start_date"], run["conf"]["end_date"]) == ("2013-03-08", "2013-03-09"), run["conf"]
+    assert not run["conf"].get("release_quarantined") and not run["conf"].get("accept_dimension_change")
 
 
 @pytest.mark.slow
