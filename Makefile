@@ -33,9 +33,9 @@ export PYTHONWARNINGS   ?= ignore::DeprecationWarning
 SPARK_POOL       := $(or $(FLIGHTS_SPARK_POOL),spark)
 SPARK_POOL_SLOTS ?= $(or $(FLIGHTS_SPARK_POOL_SLOTS),$(shell python3 -c 'import os; print(max(1, os.cpu_count() // 2))'))
 
-# pytest-xdist workers for make test: one more than the cores (a test often waits on a server, a scheduler or a
-# child JVM), and no more than one per 6 GiB of memory (each holds a Spark driver and starts spark-submit jobs)
-TEST_WORKERS ?= $(shell python3 -c 'import os; m = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") >> 30; print(max(1, min(os.cpu_count() + 1, m // 6)))')
+# pytest-xdist workers for make test: one per core, and no more than one per 6 GiB of memory (each holds a Spark
+# driver and starts spark-submit jobs and Airflow components); more workers than cores only slow every JVM down
+TEST_WORKERS ?= $(shell python3 -c 'import os; m = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") >> 30; print(max(1, min(os.cpu_count(), m // 6)))')
 
 START ?= 2013-01-01
 END   ?= 2013-03-07
@@ -141,7 +141,7 @@ run: airflow-init  ## the whole loop on real data, then a summary
 test: install s3a-jars gcs-jars fake-gcs-server azure-jars azurite spark3-env  ## every test: unit, DAG integrity, end to end (starts its own PostgreSQL)
 	@bash scripts/ensure_postgres.sh
 	@bash scripts/ensure_chromium.sh
-	@$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	@$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-serial: install s3a-jars gcs-jars fake-gcs-server azure-jars azurite spark3-env  ## every test in one process, one after another (slower; for a clean traceback order)
 	@bash scripts/ensure_postgres.sh
@@ -149,7 +149,7 @@ test-serial: install s3a-jars gcs-jars fake-gcs-server azure-jars azurite spark3
 	@$(PY) -m pytest
 
 test-fast: install azurite  ## the fast tier only (no Spark jobs, no end-to-end runs; Azurite for the Azure storage tests)
-	@$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile
+	@$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 env:  ## print the environment as export lines: eval "$$(make -s env)"
 	@for v in FLIGHTS_HOME FLIGHTS_JARS_DIR FLIGHTS_S3A_JARS_DIR FLIGHTS_GCS_JARS_DIR AIRFLOW_HOME AIRFLOW__CORE__DAGS_FOLDER AIRFLOW__CORE__PLUGINS_FOLDER \

@@ -55,7 +55,9 @@ def pytest_collection_modifyitems(session, config, items):
     """Modules with a slow test first, end-to-end ones foremost; each module keeps its own order.
 
     ``make test`` runs the modules on parallel pytest-xdist workers, a whole module per worker, handed out
-    in this order: a long module handed out last would leave the other workers idle while it runs.
+    in this order (``--no-loadscope-reorder``: xdist would otherwise hand out the modules with the most tests
+    first, which puts the few long end-to-end ones last): a long module handed out last would leave the other
+    workers idle while it runs.
     """
     first: dict[str, int] = {}
     slow: set[str] = set()

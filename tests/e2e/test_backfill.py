@@ -240,7 +240,14 @@ def test_rerunning_the_days_three_ways_changes_nothing(daily, concurrent):
     assert _state(concurrent.home) == reference, "after a backfill of the first day with reprocess_behavior=completed"
 
     conf = json.dumps({"start_date": str(FIRST), "end_date": str(LAST)})
-    concurrent.cli("dags", "test", "flights_daily", str(LAST + timedelta(days=1)), "--conf", conf, timeout=TIMEOUT)
+    # `dags test` runs the range's tasks in its own process. Paused, the deployment's scheduler leaves that run alone:
+    # unpaused, it also schedules the run's task instances, and whichever loses the race fails the other's try.
+    concurrent.cli("dags", "pause", "flights_daily")
+    try:
+        concurrent.cli("dags", "test", "flights_daily", str(LAST + timedelta(days=1)), "--conf", conf,
+                       timeout=TIMEOUT)
+    finally:
+        concurrent.cli("dags", "unpause", "flights_daily")
     assert _state(concurrent.home) == reference, "after one range run over the same days"
 
     # the reprocessing backfill above reran the first day's ingestion; the clear reruns the last day from its features on
