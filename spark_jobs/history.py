@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 
 from include.features import HISTORY_DAYS, HISTORY_START, LABEL
 from include.lake import PARTITION_COLUMN, table_uri
-from spark_jobs.session import _fs_path, delta_exists, replace_partitions
+from spark_jobs.session import JobInputError, _fs_path, delta_exists, replace_partitions
 
 SILVER_DAYS = "silver.flight_days"
 GOLD_DAYS = "gold.feature_days"
@@ -166,8 +166,6 @@ def feature_builds(spark: SparkSession, lake: str, start: date, end: date) -> di
     Every prediction carries its day's build (``predictions.flight_delay_risk`` and the warehouse), so a day's
     predictions say which silver its features came from.
     """
-    from spark_jobs.session import JobInputError
-
     builds = {r[PARTITION_COLUMN]: r["feature_build"] for r in _rows(spark, lake, GOLD_DAYS, start, end)}
     days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
     missing = [d for d in days if not builds.get(d)]

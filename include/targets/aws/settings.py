@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from include.config import ConfigError
-from include.targets.cloud.settings import boolean as _bool, get as _get, integer as _int, pii_key_secret
+from include.targets.cloud.settings import boolean as _bool, get as _get, integer as _int, pii_key_secret, require
 from include.targets.aws.releases import DEFAULT_EMR_RELEASE, runtime
 
 # Accounts hosting the SageMaker XGBoost framework images ("sagemaker-xgboost" repository), from the
@@ -248,12 +248,8 @@ def retry_settings(env=None) -> tuple[str, int]:
 def load_aws_settings(env=None) -> AwsSettings:
     """Build and validate the AWS settings from ``env`` (default: the process environment)."""
     env = os.environ if env is None else env
-    missing = [n for n in ("FLIGHTS_AWS_REGION", "FLIGHTS_AWS_ACCOUNT_ID", "FLIGHTS_AWS_LAKE_BUCKET",
-                           "FLIGHTS_AWS_EMR_JOB_ROLE_ARN", "FLIGHTS_AWS_SAGEMAKER_ROLE_ARN") if not _get(env, n)]
-    if missing:
-        raise ConfigError(
-            f"FLIGHTS_TARGET=aws needs {', '.join(missing)}; see docs/running-on-aws.md (Settings) for each value."
-        )
+    require(env, ("FLIGHTS_AWS_REGION", "FLIGHTS_AWS_ACCOUNT_ID", "FLIGHTS_AWS_LAKE_BUCKET",
+                  "FLIGHTS_AWS_EMR_JOB_ROLE_ARN", "FLIGHTS_AWS_SAGEMAKER_ROLE_ARN"), "aws", "docs/running-on-aws.md")
     region = _get(env, "FLIGHTS_AWS_REGION")
     if not _REGION.match(region):
         raise ConfigError(f"FLIGHTS_AWS_REGION={region!r} is not a region name; use e.g. us-east-1.")
